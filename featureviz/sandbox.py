@@ -14,10 +14,12 @@ Whatever goes wrong in the child comes back as ``ModelRejected``; the parent nev
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -37,6 +39,7 @@ _CHILD_ENV = {
     "TF_NUM_INTRAOP_THREADS": "2",
     "OMP_NUM_THREADS": "2",
 }
+_MAX_MESSAGE_BYTES = 64 << 20
 _MEMORY_HINTS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory")
 _MEMORY_HINTS += ("failed to map segment", "resource exhausted", "resourceexhausted")
 
@@ -81,7 +84,9 @@ def inspect_in_sandbox(
         )
         raise ModelRejected(f"model loading exceeded the time limit of {limits.wall_seconds:g} s")
     result = _interpret(message, proc.exitcode, path)
-    if int(result.get("params", 0)) > file_limits.max_params:
+    if not isinstance(result.get("params"), int):
+        raise ModelRejected("the model could not be loaded: the loader sent no parameter count")
+    if result["params"] > file_limits.max_params:
         raise ModelRejected(
             f"the model has {result['params']} parameters, over the limit of "
             f"{file_limits.max_params}"
@@ -90,12 +95,19 @@ def inspect_in_sandbox(
     return result
 
 
-def _read(reader: Connection) -> tuple[Any, ...] | None:
-    """The child's one message, or None when it exited without sending one."""
+def _read(reader: Connection) -> list[Any] | None:
+    """The child's one message, or None when it exited without a well-formed one.
+
+    JSON, never pickle: a child subverted by the file must not get to run code in the parent.
+    """
     try:
-        return reader.recv() if reader.poll() else None
-    except (EOFError, OSError):
+        if not reader.poll():
+            return None
+        message = json.loads(reader.recv_bytes(maxlength=_MAX_MESSAGE_BYTES))
+    except (EOFError, OSError, ValueError):
         return None
+    ok = isinstance(message, list) and len(message) >= 2 and message[0] in ("ok", "error")
+    return message if ok else None
 
 
 def _stop(proc: Any, *, grace: float) -> None:
@@ -109,11 +121,12 @@ def _stop(proc: Any, *, grace: float) -> None:
         proc.join(timeout=5.0)
 
 
-def _interpret(message: tuple[Any, ...] | None, exitcode: int | None, path: str) -> dict[str, Any]:
-    if message is not None and message[0] == "ok":
+def _interpret(message: Sequence[Any] | None, exitcode: int | None, path: str) -> dict[str, Any]:
+    if message is not None and message[0] == "ok" and isinstance(message[1], dict):
         return dict(message[1])
     if message is not None and message[0] == "error":
-        kind, text = message[1], str(message[2]).replace(path, os.path.basename(path))
+        kind, text = str(message[1]), str(message[2] if len(message) > 2 else "")
+        text = text.replace(path, os.path.basename(path))
         if _looks_like_memory(kind, text):
             raise ModelRejected("model loading exceeded the memory limit")
         if kind == "CpuTimeExceeded" or "CpuTimeExceeded" in text:
@@ -147,10 +160,10 @@ def _child_main(
     os.environ.update(_CHILD_ENV)
     try:
         _set_limits(limits)
-        conn.send(("ok", _child_inspect(path, file_limits)))
+        conn.send_bytes(json.dumps(["ok", _child_inspect(path, file_limits)]).encode())
     except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent as data
         try:
-            conn.send(("error", type(exc).__name__, str(exc)[:2000]))
+            conn.send_bytes(json.dumps(["error", type(exc).__name__, str(exc)[:2000]]).encode())
         except BaseException:  # noqa: BLE001 - e.g. out of memory while reporting
             os._exit(3)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -139,10 +140,12 @@ def test_byte_flipped_model_is_loaded_or_refused(
         (None, -signal.SIGKILL, ModelRejected, "killed by SIGKILL"),
         (None, -signal.SIGSEGV, ModelRejected, "killed by SIGSEGV"),
         (None, 3, ModelRejected, "exited with code 3"),
+        (["error", "ValueError"], 0, ModelRejected, "could not be loaded: ValueError"),
+        (["ok", "not a dict"], 0, ModelRejected, "exited with code 0"),
     ],
 )
 def test_child_outcomes_map_to_refusals(
-    message: tuple[str, ...] | None, exitcode: int, error: type[Exception], detail: str
+    message: Sequence[str] | None, exitcode: int, error: type[Exception], detail: str
 ) -> None:
     with pytest.raises(error) as info:
         _interpret(message, exitcode, "/srv/models/abc.keras")
