@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 from service.embedded import RedisServer, free_port  # noqa: E402
+from tests import builders  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,7 @@ class Service:
         self.log = data_dir / f"api-{self.port}.log"
 
     def start(self, timeout: float = 120.0) -> Service:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "service.cli", "serve", "--port", str(self.port)],
@@ -84,3 +87,30 @@ def api(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> 
 def http(api: Service) -> Iterator[httpx.Client]:
     with api.client() as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("models")
+    return {
+        "convnet": builders.lecture_convnet(d / "convnet.keras"),
+        "tiny": builders.tiny_convnet(d / "tiny.keras"),
+        "keras2": builders.keras2_h5(d / "xray.h5"),
+        "nested": builders.nested_conv_base(d / "cats_and_dogs.keras"),
+    }
+
+
+def upload(client: httpx.Client, path: Path, **form: str) -> httpx.Response:
+    with path.open("rb") as fh:
+        return client.post("/v1/models", files={"file": (path.name, fh)}, data=form)
+
+
+@pytest.fixture(scope="session")
+def uploaded(api: Any, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    with api.client() as client:
+        out = {}
+        for name, path in files.items():
+            answer = upload(client, path)
+            assert answer.status_code in (200, 201), answer.text
+            out[name] = answer.json()
+        return out

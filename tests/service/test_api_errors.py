@@ -15,9 +15,8 @@ import pytest
 from PIL import Image
 
 from tests import builders
-from tests.conftest import Service
+from tests.conftest import Service, upload
 from tests.featureviz import hostile
-from tests.service.conftest import upload
 
 
 def assert_problem(answer: httpx.Response, status: int, *words: str) -> dict[str, Any]:

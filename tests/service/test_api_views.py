@@ -14,7 +14,7 @@ from PIL import Image
 
 from featureviz.encodings import from_oip_binary
 from tests import builders
-from tests.service.conftest import upload
+from tests.conftest import upload
 
 
 def npz(answer: httpx.Response) -> dict[str, np.ndarray]:
