@@ -25,7 +25,7 @@ class JsonFormatter(logging.Formatter):
         }
         if (rid := REQUEST_ID.get()) is not None:
             entry["request_id"] = rid
-        if (jid := JOB_ID.get()) is not None:
+        if (jid := JOB_ID.get() or _celery_task_id()) is not None:
             entry["job_id"] = jid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
@@ -33,6 +33,17 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def _celery_task_id() -> str | None:
+    """Inside a Celery task the task id is the job id (the service sends it so)."""
+    task = sys.modules.get("celery")
+    if task is None:
+        return None
+    from celery import current_task
+
+    request = getattr(current_task, "request", None)
+    return getattr(request, "id", None)
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -8,20 +8,17 @@ already over the largest allowed upload before a byte is read.
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
-from fastapi import FastAPI, Request
-from fastapi.routing import APIRoute
-from starlette.responses import Response
+from fastapi import FastAPI
 
 from featureviz import __version__
-from service import metrics, problems
+from service import problems
 from service.api.routes import health, jobs, models, views
-from service.logs import REQUEST_ID, setup_logging
+from service.logs import setup_logging
+from service.middleware import Observe
 from service.runtime import Runtime
 from service.settings import Settings, get_settings
 
@@ -63,32 +60,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     upload_limit = max(settings.max_model_bytes, settings.max_image_bytes * settings.max_images)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = REQUEST_ID.set(request_id[:128])
-        start = time.perf_counter()
-        route = request.url.path
-        try:
-            declared = request.headers.get("content-length")
-            if declared and declared.isdigit() and int(declared) > upload_limit + 1024 * 1024:
-                response: Response = problems.problem_response(
-                    413, "Too large", f"the request body is over the limit of {upload_limit} bytes"
-                )
-            else:
-                response = await call_next(request)
-            found = request.scope.get("route")
-            route = found.path if isinstance(found, APIRoute) else "unmatched"
-            response.headers["X-Request-ID"] = request_id[:128]
-            if route.endswith("/activations") and response.status_code == 200:
-                metrics.ACTIVATION_BYTES.inc(int(response.headers.get("content-length", 0)))
-            return response
-        finally:
-            elapsed = time.perf_counter() - start
-            status = locals().get("response")
-            code = str(status.status_code) if status is not None else "500"
-            metrics.REQUESTS.labels(request.method, route, code).inc()
-            metrics.LATENCY.labels(request.method, route).observe(elapsed)
-            REQUEST_ID.reset(token)
-
+    app.add_middleware(Observe, upload_limit=upload_limit + 1024 * 1024)
     return app

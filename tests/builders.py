@@ -15,20 +15,22 @@ def lecture_convnet(path: Path, *, seed: int = 0) -> Path:
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
+    names = iter(["conv2d", "max_pooling2d", *(f"{k}_{i}" for i in (1, 2, 3)
+                                               for k in ("conv2d", "max_pooling2d"))])
     model = keras.Sequential(
         [
             keras.Input((150, 150, 3)),
-            layers.Conv2D(32, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(64, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(128, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(128, 3, activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Flatten(),
-            layers.Dense(512, activation="relu"),
-            layers.Dense(1, activation="sigmoid"),
+            layers.Conv2D(32, 3, activation="relu", name=next(names)),
+            layers.MaxPooling2D(2, name=next(names)),
+            layers.Conv2D(64, 3, activation="relu", name=next(names)),
+            layers.MaxPooling2D(2, name=next(names)),
+            layers.Conv2D(128, 3, activation="relu", name=next(names)),
+            layers.MaxPooling2D(2, name=next(names)),
+            layers.Conv2D(128, 3, activation="relu", name=next(names)),
+            layers.MaxPooling2D(2, name=next(names)),
+            layers.Flatten(name="flatten"),
+            layers.Dense(512, activation="relu", name="dense"),
+            layers.Dense(1, activation="sigmoid", name="dense_1"),
         ],
         name="convnet",
     )

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from service.logs import JOB_ID
+
 log = logging.getLogger(__name__)
 
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
@@ -84,6 +86,7 @@ def payload(record: dict[str, Any]) -> dict[str, Any]:
 
 def send(url: str, record: dict[str, Any], *, secret: str, allow_private: bool) -> bool:
     """Try each backoff step until the receiver answers 2xx; True when delivered."""
+    JOB_ID.set(record["id"])
     body = json.dumps(payload(record)).encode()
     msg_id = f"msg_{record['id']}_{record['status']}"
     for attempt, pause in enumerate((0.0, *BACKOFF)):

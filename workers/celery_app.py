@@ -8,7 +8,9 @@ that child only, lazily, inside the task.
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import setup_logging
 
+from service.logs import setup_logging as json_logging
 from service.settings import Settings, get_settings
 
 QUEUE = "gpu"
@@ -50,6 +52,12 @@ def make_celery(settings: Settings) -> Celery:
         task_ignore_result=True,  # the job record in Redis is the source of truth
     )
     return app
+
+
+@setup_logging.connect
+def _json_logs(**_: object) -> None:
+    """Workers log JSON lines like the API; the job id comes with every line of a task."""
+    json_logging(get_settings().log_level)
 
 
 def __getattr__(name: str) -> Celery:

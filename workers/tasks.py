@@ -70,6 +70,7 @@ class Heartbeat(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
+        JOB_ID.set(self.job_id)
         while not self.halt.wait(self.every):
             try:
                 self.store.renew_lease(self.job_id, self.token, self.ttl)
@@ -147,10 +148,18 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
 
 @shared_task(name=VISUALIZE_TASK, bind=True)
 def visualize_job(self: Any, job_id: str) -> None:
+    context = JOB_ID.set(job_id)
+    try:
+        _visualize(job_id)
+    finally:
+        JOB_ID.reset(context)
+
+
+def _visualize(job_id: str) -> None:
+    """One delivery of a job: lease, run, record the outcome, call back."""
     settings = get_settings()
     store = _store()
     token = uuid.uuid4().hex
-    JOB_ID.set(job_id)
     record = store.get(job_id)
     if record is None or record["status"] in TERMINAL:
         log.info("nothing to do: job is %s", record and record["status"])

@@ -20,6 +20,7 @@ from featureviz.images import decode_image, to_batch
 from featureviz.models import find_layer, input_spec, resolve_layers, spatial_layers
 from service.api.deps import OwnerDep, RuntimeDep
 from service.api.routes.models import get_record
+from service.responses import ChunksResponse
 from service.runtime import Runtime
 from service.schemas import PROBLEM_RESPONSES
 
@@ -109,15 +110,15 @@ def activations(
     images = read_images(runtime, image)
     arrays = select_channels(compute(runtime, record, images, paths), chosen)
     if fmt == "npz":
-        return Response(encodings.to_npz(arrays), media_type=NPZ)
+        return ChunksResponse(encodings.npz_chunks(arrays), media_type=NPZ)
     if fmt == "json":
         encodings.check_json_size(arrays, runtime.settings.max_json_bytes)
         body = encodings.to_oip_json(arrays, model_name=record["id"])
         return Response(body, media_type="application/json")
     if fmt == "binary":
-        body, header_length = encodings.to_oip_binary(arrays, model_name=record["id"])
-        return Response(
-            body,
+        chunks, header_length = encodings.oip_binary_chunks(arrays, model_name=record["id"])
+        return ChunksResponse(
+            chunks,
             media_type=OIP_BINARY,
             headers={"Inference-Header-Content-Length": str(header_length)},
         )
