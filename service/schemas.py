@@ -62,5 +62,5 @@ class Problem(BaseModel):
 
 PROBLEM_RESPONSES: dict[int | str, dict] = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
-    for code in (401, 404, 413, 422, 503)
+    for code in (400, 401, 404, 413, 422, 503)
 }

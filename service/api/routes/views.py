@@ -48,8 +48,8 @@ def read_images(runtime: Runtime, uploads: list[UploadFile]) -> list[np.ndarray]
             )
         try:
             images.append(decode_image(data, max_pixels=s.max_image_pixels))
-        except ImageRejected as exc:
-            raise ImageRejected(f"image {upload.filename!r}: {exc.detail}") from None
+        except (ImageRejected, TooLarge) as exc:
+            raise type(exc)(f"image {upload.filename!r}: {exc.detail}") from None
     return images
 
 
