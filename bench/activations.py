@@ -375,7 +375,8 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
         c2 = Case(api, convnet_rec, convnet, twenty)
         summary.append(
             run_case(
-                "2. Lectures' convnet, 20 photo crops 150x150 PNG in one request, all conv/pool layers",
+                "2. Lectures' convnet, 20 photo crops 150x150 PNG in one request, "
+                "all conv/pool layers",
                 c2,
                 reps["convnet20"],
                 short="convnet, 20 images",
