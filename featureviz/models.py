@@ -100,8 +100,19 @@ def _call_layer(layer: Any, x: Any, prefix: str, record: Callable[[str, Any, Any
     return out
 
 
-def _trace(model: keras.Model) -> dict[str, tuple[Any, Any]]:
-    """Run ``model`` symbolically; return path -> (layer, symbolic output) in call order."""
+class _Enough(Exception):
+    """Raised inside a trace once every wanted layer is recorded: nothing past them runs."""
+
+
+def _trace(
+    model: keras.Model, *, wanted: set[str] | None = None, any_size: bool = False
+) -> dict[str, tuple[Any, Any]]:
+    """Run ``model`` symbolically; return path -> (layer, symbolic output) in call order.
+
+    With ``wanted``, the run stops as soon as those layers are recorded. With ``any_size``,
+    the input takes any height and width, which works up to the first layer that needs a fixed
+    size (a Flatten before a Dense): fully convolutional cuts then run at any image size.
+    """
     import keras
 
     recorded: dict[str, tuple[Any, Any]] = {}
@@ -110,9 +121,17 @@ def _trace(model: keras.Model) -> dict[str, tuple[Any, Any]]:
         if isinstance(layer, keras.layers.InputLayer) or path in recorded:
             return
         recorded[path] = (layer, out)
+        if wanted is not None and wanted <= recorded.keys():
+            raise _Enough
 
-    x = keras.Input(shape=tuple(model.inputs[0].shape[1:]), dtype=model.inputs[0].dtype)
-    _run(model, x, "", record)
+    shape = tuple(model.inputs[0].shape[1:])
+    if any_size:
+        shape = (None, None, shape[-1])
+    x = keras.Input(shape=shape, dtype=model.inputs[0].dtype)
+    try:
+        _run(model, x, "", record)
+    except _Enough:
+        pass
     recorded["__input__"] = (None, x)
     return recorded
 
@@ -182,11 +201,23 @@ def spatial_layers(table: Sequence[dict[str, Any]]) -> list[str]:
     return [row["path"] for row in table if row["channels"] is not None]
 
 
-def feature_model(model: keras.Model, paths: Sequence[str]) -> keras.Model:
-    """A model from ``model``'s input to the outputs of ``paths``, sharing its weights."""
+def feature_model(
+    model: keras.Model, paths: Sequence[str], *, any_size: bool = False
+) -> keras.Model:
+    """A model from ``model``'s input to the outputs of ``paths``, sharing its weights.
+
+    Nothing past the last wanted layer is part of it. ``any_size=True`` asks for an input of
+    any height and width (see ``_trace``); it raises ``InvalidRequest`` when a layer before
+    the cut needs the model's fixed size.
+    """
     import keras
 
-    traced = _trace(model)
+    try:
+        traced = _trace(model, wanted=set(paths), any_size=any_size)
+    except Exception as exc:  # noqa: BLE001 - a layer refused the free-size input
+        if not any_size:
+            raise
+        raise InvalidRequest(f"this cut of the model needs its fixed input size: {_short(exc)}")
     missing = [p for p in paths if p not in traced or p == "__input__"]
     if missing:
         raise LayerNotFound(f"no layer {missing[0]!r} in this model")

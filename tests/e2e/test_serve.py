@@ -27,11 +27,15 @@ def wait_ready(client: httpx.Client, timeout: float = 90) -> dict[str, Any]:
 
 
 def celery_workers(proc: psutil.Process) -> list[psutil.Process]:
-    return [
-        p
-        for p in proc.children(recursive=True)
-        if "celery" in " ".join(p.cmdline()) and p.parent() and p.parent().pid == proc.pid
-    ]
+    """Live Celery main processes started by ``proc`` (a killed one may linger as a zombie)."""
+    found = []
+    for p in proc.children():
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE and "celery" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.Error:
+            continue
+    return found
 
 
 def test_serve_starts_redis_and_a_worker_and_keeps_it_alive(tmp_path: Path):

@@ -34,7 +34,7 @@ def test_written_model_loads_safely_with_hed_weights(written: dict) -> None:
 
 def test_block1_responds_to_edges_more_than_to_flat_grey(written: dict) -> None:
     model = keras.saving.load_model(written["path"], safe_mode=True)
-    cut = keras.Model(model.inputs, model.get_layer("block1_conv2").output)
+    cut = keras.Model(model.inputs[0], model.get_layer("block1_conv2").output)
     flat = np.full((1, 224, 224, 3), 120.0, dtype="float32")
     edges = flat.copy()
     edges[:, :, 112:, :] = 220.0

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 
 from featureviz import __version__
 from featureviz.activations import check_channels, parse_channels
+from featureviz.ascent import AscentConfig
 from featureviz.errors import InvalidRequest
 from featureviz.models import resolve_layers
 from service.api.deps import OwnerDep, RuntimeDep
@@ -28,6 +29,7 @@ from workers.callbacks import CallbackRefused, check_callback_url
 from workers.jobs import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+_DEFAULTS = AscentConfig()  # the engine's tuned defaults are the API's
 
 
 class Regularizers(BaseModel):
@@ -47,9 +49,9 @@ class JobCreate(BaseModel):
         "0-7", description="'0-39' or a list; one image per channel, optimized as one batch"
     )
     objective: Literal["channel", "neuron"] = "channel"
-    steps: int = Field(256, ge=1)
-    learning_rate: float = Field(0.05, gt=0, le=1000)
-    size: int = Field(128, ge=16)
+    steps: int = Field(_DEFAULTS.steps, ge=1)
+    learning_rate: float = Field(_DEFAULTS.learning_rate, gt=0, le=1000)
+    size: int = Field(_DEFAULTS.size, ge=16)
     parameterization: Literal["fft", "pixel"] = "fft"
     decorrelate: bool = True
     transforms: Literal["standard", "none"] | list[str] = "standard"
@@ -102,8 +104,6 @@ def validate(
     runtime: Runtime, owner: str, body: JobCreate
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check the request against the model and limits; return (model record, job params)."""
-    from featureviz.ascent import AscentConfig
-
     s = runtime.settings
     model = get_record(runtime, owner, body.model_id)
     if body.steps > s.job_max_steps:
