@@ -103,7 +103,10 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
     from featureviz.ascent.export import export
 
     params = record["params"]
+    timings: dict[str, float] = {}
+    began = time.time()
     model = _load(record)
+    timings["load_s"] = time.time() - began
     config = AscentConfig(
         steps=params["steps"],
         learning_rate=params["learning_rate"],
@@ -121,6 +124,8 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
     last_write = [0.0]
 
     def progress(step: int, activations: Any) -> bool:
+        timings.setdefault("first_progress_at", time.time())
+        timings.setdefault("first_progress_step", float(step))
         now = time.monotonic()
         if now - last_write[0] >= 0.5 or step >= params["steps"]:
             last_write[0] = now
@@ -134,6 +139,7 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
             )
         return store.cancel_requested(job_id)
 
+    began = time.time()
     result = visualize(
         model,
         params["layer_path"],
@@ -143,7 +149,12 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
         objective_kind=params["objective"],
         progress=progress,
     )
-    return export(result, manifest(record))
+    timings["optimize_s"] = time.time() - began
+    began = time.time()
+    parts = export(result, manifest(record))
+    timings["export_s"] = time.time() - began
+    store.update(job_id, timings=timings)
+    return parts
 
 
 @shared_task(name=VISUALIZE_TASK, bind=True)

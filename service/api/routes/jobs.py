@@ -80,6 +80,9 @@ class JobPublic(BaseModel):
     error: str | None
     deliveries: int
     cached: bool
+    timings: dict[str, float] = Field(
+        default_factory=dict, description="Seconds spent loading, optimizing, exporting"
+    )
     links: dict[str, str]
 
 
