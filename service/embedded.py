@@ -147,7 +147,7 @@ class WorkerSupervisor(threading.Thread):
         """Warm shutdown: the worker finishes its job or hands it back, then exits."""
         self.halt.set()
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)  # the main process only, as `docker stop` does
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -48,7 +48,7 @@ class Stack:
 
     def stop_worker(self) -> None:
         if self.worker and self.worker.poll() is None:
-            os.killpg(self.worker.pid, signal.SIGTERM)
+            self.worker.send_signal(signal.SIGTERM)  # warm shutdown: the main process only
             try:
                 self.worker.wait(30)
             except subprocess.TimeoutExpired:

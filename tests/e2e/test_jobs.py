@@ -301,3 +301,17 @@ def test_readiness(client: httpx.Client, http: httpx.Client):
     alone = http.get("/readyz")  # the API of the other tests runs without a worker
     assert alone.status_code == 503
     assert alone.headers["content-type"] == "application/problem+json"
+
+
+def test_worker_told_to_stop_finishes_its_job(stack: Stack, client: httpx.Client, model: dict):
+    """SIGTERM is Celery's warm shutdown: the running job ends, then the worker exits."""
+    job = submit(client, job_body(model, steps=300, seed=71, no_cache=True)).json()
+    wait_until_step(client, job["id"], 5)
+    stack.stop_worker()
+    assert stack.worker is not None and stack.worker.returncode == 0
+    done = client.get(f"/v1/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done
+    assert done["deliveries"] == 1
+    stack.start_worker()
+    again = submit(client, job_body(model, steps=3, seed=72)).json()
+    assert wait_for(client, again["id"], ("succeeded",))["status"] == "succeeded"
