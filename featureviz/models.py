@@ -217,7 +217,9 @@ def feature_model(
     except Exception as exc:  # noqa: BLE001 - a layer refused the free-size input
         if not any_size:
             raise
-        raise InvalidRequest(f"this cut of the model needs its fixed input size: {_short(exc)}")
+        raise InvalidRequest(
+            f"this cut of the model needs its fixed input size: {_short(exc)}"
+        ) from None
     missing = [p for p in paths if p not in traced or p == "__input__"]
     if missing:
         raise LayerNotFound(f"no layer {missing[0]!r} in this model")
