@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import IO
 
 import redis
 
@@ -116,10 +117,15 @@ def worker_command(*, concurrency: int = 1, name: str = "gpu") -> list[str]:
 
 
 def start_worker(
-    env: dict[str, str] | None = None, *, name: str = "gpu"
+    env: dict[str, str] | None = None, *, name: str = "gpu", log: IO[bytes] | None = None
 ) -> subprocess.Popen[bytes]:
+    """A worker in its own session (so a kill of its group takes its children too)."""
     return subprocess.Popen(
-        worker_command(name=name), env={**os.environ, **(env or {})}, start_new_session=True
+        worker_command(name=name),
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not None else None,
     )
 
 

@@ -25,7 +25,8 @@ class JsonFormatter(logging.Formatter):
         }
         if (rid := REQUEST_ID.get()) is not None:
             entry["request_id"] = rid
-        if (jid := JOB_ID.get() or _celery_task_id()) is not None:
+        jid = JOB_ID.get() or _celery_task_id() or _logged_task_id(record)
+        if jid is not None:
             entry["job_id"] = jid
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
@@ -44,6 +45,12 @@ def _celery_task_id() -> str | None:
 
     request = getattr(current_task, "request", None)
     return getattr(request, "id", None)
+
+
+def _logged_task_id(record: logging.LogRecord) -> str | None:
+    """Celery's own lines about a task ("received", "succeeded") carry its id in ``data``."""
+    data = getattr(record, "data", None)
+    return data.get("id") if isinstance(data, dict) else None
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -35,10 +35,11 @@ class Stack:
         }
         self.api = Service(self.env, tmp / "data").start()
         self.worker: subprocess.Popen[bytes] | None = None
-        self.worker_log = (tmp / "worker.log").open("ab")
+        self.worker_log_path = tmp / "worker.log"
+        self.worker_log = self.worker_log_path.open("ab")
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        self.worker = start_worker(self.env, name=f"gpu{time.monotonic_ns()}")
+        self.worker = start_worker(self.env, name=f"gpu{time.monotonic_ns()}", log=self.worker_log)
         return self.worker
 
     def kill_worker(self) -> None:

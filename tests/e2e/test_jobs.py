@@ -315,3 +315,20 @@ def test_worker_told_to_stop_finishes_its_job(stack: Stack, client: httpx.Client
     stack.start_worker()
     again = submit(client, job_body(model, steps=3, seed=72)).json()
     assert wait_for(client, again["id"], ("succeeded",))["status"] == "succeeded"
+
+
+def test_worker_logs_are_json_with_the_job_id(stack: Stack, client: httpx.Client, model: dict):
+    job = submit(client, job_body(model, steps=3, seed=81, no_cache=True)).json()
+    wait_for(client, job["id"], ("succeeded",))
+    time.sleep(0.5)
+    entries = [
+        json.loads(line)
+        for line in stack.worker_log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    mine = [e for e in entries if e.get("job_id") == job["id"]]
+    messages = [e["msg"] for e in mine]
+    assert any("job started" in m for m in messages), messages
+    assert any("job succeeded" in m for m in messages), messages
+    task_lines = [e for e in entries if job["id"] in e["msg"]]
+    assert task_lines and all(e.get("job_id") == job["id"] for e in task_lines)
