@@ -119,6 +119,9 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
         regularizers=params["regularizers"],
         seed=params["seed"],
         snapshot_every=params["snapshot_every"],
+        optimizer=params.get("optimizer", "adam"),
+        clip_grad=params.get("clip_grad"),
+        normalize_grad=params.get("normalize_grad", False),
     )
     job_id = record["id"]
     last_write = [0.0]

@@ -332,3 +332,22 @@ def test_worker_logs_are_json_with_the_job_id(stack: Stack, client: httpx.Client
     assert any("job succeeded" in m for m in messages), messages
     task_lines = [e for e in entries if job["id"] in e["msg"]]
     assert task_lines and all(e.get("job_id") == job["id"] for e in task_lines)
+
+
+def test_optimizer_options(client: httpx.Client, model: dict[str, Any]):
+    """The lectures' recipe: plain pixels, normalized gradient, SGD (and a clipped variant)."""
+    for extra in (
+        {"optimizer": "sgd", "normalize_grad": True, "learning_rate": 0.5},
+        {"clip_grad": 0.01, "learning_rate": 0.3},
+    ):
+        body = job_body(
+            model, steps=30, seed=91, parameterization="pixel", transforms="none", **extra
+        )
+        done = wait_for(client, submit(client, body).json()["id"], ("succeeded", "failed"))
+        assert done["status"] == "succeeded", done
+        raw = client.get(f"/v1/jobs/{done['id']}/result.npz").content
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            history = data["history"]
+            manifest = json.loads(str(data["manifest"]))
+        assert (history[-1] > history[0]).all(), history[[0, -1]]
+        assert all(manifest["params"][k] == v for k, v in extra.items())

@@ -57,7 +57,10 @@ class JobCreate(BaseModel):
     transforms: Literal["standard", "none"] | list[str] = "standard"
     regularizers: Regularizers = Field(default_factory=Regularizers)
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    snapshot_every: int = Field(0, ge=0)
+    snapshot_every: int = Field(0, ge=0, description="Keep the image every k steps (0: last)")
+    optimizer: Literal["adam", "sgd"] = _DEFAULTS.optimizer
+    clip_grad: float | None = Field(None, gt=0, description="Clip the gradient's norm")
+    normalize_grad: bool = Field(False, description="Divide the gradient by its RMS (lectures)")
     callback_url: str | None = Field(None, max_length=2000)
     no_cache: bool = False
 
@@ -143,6 +146,9 @@ def validate(
             regularizers=params["regularizers"],
             seed=body.seed,
             snapshot_every=body.snapshot_every,
+            optimizer=body.optimizer,
+            clip_grad=body.clip_grad,
+            normalize_grad=body.normalize_grad,
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
