@@ -108,44 +108,11 @@ def npz_chunks(arrays: Mapping[str, np.ndarray]) -> list[bytes | memoryview]:
         size = len(head) + data.nbytes
         crc = _crc32(data, _crc32(head))
         filename = f"{name}.npy".encode()
-        local = _LOCAL.pack(
-            0x04034B50,
-            45,
-            0x800,
-            0,
-            0,
-            _DOS_DATE,
-            crc,
-            _FFFF,
-            _FFFF,
-            len(filename),
-            _ZIP64_EXTRA.size,
-        )
+        local = _LOCAL.pack(0x04034B50, 45, 0x800, 0, 0, _DOS_DATE, crc, _FFFF, _FFFF, len(filename), _ZIP64_EXTRA.size)  # fmt: skip  # noqa: E501
         chunks += [local + filename + _ZIP64_EXTRA.pack(1, 16, size, size), head, data]
         extra = _ZIP64_EXTRA.pack(1, 24, size, size) + struct.pack("<Q", offset)
-        central.append(
-            _CENTRAL.pack(
-                0x02014B50,
-                45,
-                45,
-                0x800,
-                0,
-                0,
-                _DOS_DATE,
-                crc,
-                _FFFF,
-                _FFFF,
-                len(filename),
-                len(extra),
-                0,
-                0,
-                0,
-                0,
-                _FFFF,
-            )
-            + filename
-            + extra
-        )
+        entry = _CENTRAL.pack(0x02014B50, 45, 45, 0x800, 0, 0, _DOS_DATE, crc, _FFFF, _FFFF, len(filename), len(extra), 0, 0, 0, 0, _FFFF)  # fmt: skip  # noqa: E501
+        central.append(entry + filename + extra)
         offset += _LOCAL.size + len(filename) + _ZIP64_EXTRA.size + size
     directory = b"".join(central)
     count = len(central)

@@ -19,21 +19,6 @@ class LayerPublic(BaseModel):
     channels: int | None = Field(description="Channel count of a 4-D output, else null.")
 
 
-class ModelPublic(BaseModel):
-    id: str
-    name: str
-    sha256: str
-    size: int
-    format: Literal["keras", "h5"]
-    preprocess: Preprocess
-    created_at: float
-    input_shape: list[int | None]
-    output_shape: list[int | None] | None
-    params: int
-    keras_version: str | None = None
-    layers: list[LayerPublic]
-
-
 class ModelSummary(BaseModel):
     id: str
     name: str
@@ -44,6 +29,12 @@ class ModelSummary(BaseModel):
     created_at: float
     input_shape: list[int | None]
     params: int
+
+
+class ModelPublic(ModelSummary):
+    output_shape: list[int | None] | None
+    keras_version: str | None = None
+    layers: list[LayerPublic]
 
 
 class ModelList(BaseModel):
