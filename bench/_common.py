@@ -183,13 +183,19 @@ def timed(fn: Callable[[], Any]) -> float:
 
 
 def interleaved(
-    variants: Mapping[str, Callable[[], Any]], *, reps: int, warmup: int = 2
+    variants: Mapping[str, Callable[[], Any]],
+    *,
+    reps: int,
+    warmup: int = 2,
+    settle: float = 0.0,
 ) -> dict[str, Samples]:
     """Time every variant ``reps`` times, alternating them round by round.
 
     Each round runs every variant once, in an order rotated by one each round, so drift of the
     machine (another process, thermal state) hits every variant alike. ``warmup`` rounds run
-    first and are not recorded.
+    first and are not recorded. ``settle`` seconds may pass (untimed) between two calls, to
+    keep TensorFlow's spinning thread pools from charging one variant for another; it also
+    lets the CPU cool down, so it is off by default.
     """
     names = list(variants)
     for _ in range(warmup):
@@ -199,6 +205,8 @@ def interleaved(
     for r in range(reps):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            if settle:
+                time.sleep(settle)
             out[name].seconds.append(timed(variants[name]))
     return out
 

@@ -25,7 +25,7 @@ class ChunksResponse(Response):
         background: BackgroundTask | None = None,
     ) -> None:
         super().__init__(b"", media_type=media_type, headers=headers, background=background)
-        self.chunks = chunks
+        self.chunks = coalesce(chunks)
         size = sum(memoryview(c).nbytes for c in chunks)
         self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.raw_headers.append((b"content-length", str(size).encode()))
@@ -39,3 +39,22 @@ class ChunksResponse(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         if self.background is not None:
             await self.background()
+
+
+def coalesce(
+    chunks: Sequence[bytes | memoryview], small: int = 64 * 1024
+) -> list[bytes | memoryview]:
+    """Join runs of small chunks (zip and npy headers) so each becomes one socket write."""
+    out: list[bytes | memoryview] = []
+    pending: list[bytes | memoryview] = []
+    for chunk in chunks:
+        if memoryview(chunk).nbytes < small:
+            pending.append(chunk)
+            continue
+        if pending:
+            out.append(b"".join(pending))
+            pending = []
+        out.append(chunk)
+    if pending:
+        out.append(b"".join(pending))
+    return out

@@ -1,4 +1,8 @@
-"""Annotated dependencies shared by the routes: settings, runtime, the caller's identity."""
+"""Annotated dependencies shared by the routes: settings, runtime, the caller's identity.
+
+They are ``async def`` on purpose: none blocks, and FastAPI would run a plain ``def``
+dependency in the thread pool, one hand-off per dependency per request.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +19,11 @@ from service.settings import Settings
 PUBLIC_OWNER = "public"
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.runtime.settings
 
 
@@ -28,8 +32,12 @@ def owner_of(key: str) -> str:
     return "key-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def get_owner(request: Request) -> str:
-    """The owner of what this request creates and sees; 401 when keys are on and none match."""
+async def get_owner(request: Request) -> str:
+    """The owner of what this request creates and sees; 401 when keys are on and none match.
+
+    ``async`` because it never blocks: FastAPI runs a plain ``def`` dependency in the thread
+    pool, a hop per dependency per request.
+    """
     keys: list[str] = request.app.state.runtime.settings.api_keys
     if not keys:
         return PUBLIC_OWNER

@@ -23,6 +23,7 @@ from service.api.routes.models import get_record
 from service.responses import ChunksResponse
 from service.runtime import Runtime
 from service.schemas import PROBLEM_RESPONSES
+from service.timing import Phases
 
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["views"])
 
@@ -54,13 +55,22 @@ def read_images(runtime: Runtime, uploads: list[UploadFile]) -> list[np.ndarray]
 
 
 def compute(
-    runtime: Runtime, record: dict[str, Any], images: list[np.ndarray], paths: list[str]
+    runtime: Runtime,
+    record: dict[str, Any],
+    images: list[np.ndarray],
+    paths: list[str],
+    phase: Phases | None = None,
 ) -> dict[str, np.ndarray]:
     """Activations of ``paths`` for a batch of decoded images (cached model and function)."""
-    model = runtime.keras_model(record)
+    phase = phase or Phases()
+    with phase("load"):
+        model = runtime.keras_model(record)
+        function = runtime.activation_function(record, paths)
     height, width, channels = input_spec(model)
-    batch = to_batch(images, height=height, width=width, channels=channels)
-    return runtime.activation_function(record, paths)(batch)
+    with phase("resize"):
+        batch = to_batch(images, height=height, width=width, channels=channels)
+    with phase("compute"):
+        return function(batch)
 
 
 def choose_format(request: Request, fmt: Format | None) -> Format:
@@ -100,29 +110,35 @@ def activations(
     follow the Open Inference Protocol (binary: ``Inference-Header-Content-Length``);
     ``stats`` is per-channel mean, max, std and fraction > 0.
     """
-    record = get_record(runtime, owner, model_id)
+    phase = Phases()
+    with phase("lookup"):
+        record = get_record(runtime, owner, model_id)
     table = record["layers"]
     paths = resolve_layers(table, layers.split(",")) if layers else spatial_layers(table)
     if not paths:
         raise InvalidRequest("this model has no layer with a 4-D output; name layers explicitly")
     chosen = parse_channels(channels)
     fmt = choose_format(request, format)
-    images = read_images(runtime, image)
-    arrays = select_channels(compute(runtime, record, images, paths), chosen)
+    with phase("decode"):
+        images = read_images(runtime, image)
+    arrays = select_channels(compute(runtime, record, images, paths, phase), chosen)
+    with phase("encode"):
+        if fmt == "npz":
+            chunks = encodings.npz_chunks(arrays)
+        elif fmt == "binary":
+            chunks, header_length = encodings.oip_binary_chunks(arrays, model_name=record["id"])
+        elif fmt == "json":
+            encodings.check_json_size(arrays, runtime.settings.max_json_bytes)
+            body = encodings.to_oip_json(arrays, model_name=record["id"])
+        else:
+            body = json.dumps(encodings.channel_stats(arrays)).encode()
+    headers = {"Server-Timing": phase.header()}
     if fmt == "npz":
-        return ChunksResponse(encodings.npz_chunks(arrays), media_type=NPZ)
-    if fmt == "json":
-        encodings.check_json_size(arrays, runtime.settings.max_json_bytes)
-        body = encodings.to_oip_json(arrays, model_name=record["id"])
-        return Response(body, media_type="application/json")
+        return ChunksResponse(chunks, media_type=NPZ, headers=headers)
     if fmt == "binary":
-        chunks, header_length = encodings.oip_binary_chunks(arrays, model_name=record["id"])
-        return ChunksResponse(
-            chunks,
-            media_type=OIP_BINARY,
-            headers={"Inference-Header-Content-Length": str(header_length)},
-        )
-    return Response(json.dumps(encodings.channel_stats(arrays)), media_type="application/json")
+        headers["Inference-Header-Content-Length"] = str(header_length)
+        return ChunksResponse(chunks, media_type=OIP_BINARY, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def check_pixels(runtime: Runtime, tiles: int, height: int, width: int, scale: int) -> None:
