@@ -8,7 +8,7 @@ VGG16 (``featureviz.demo.write_demo_model``, caffe preprocessing), layer ``block
 channels 0-7 as one batch, 50 steps, 128x128, default job parameters otherwise.
 
 - **featureviz service**: ``POST /v1/jobs`` (``no_cache: true``, a new seed each time) until
-  ``GET /v1/jobs/{id}/result.npz`` answers 200, polled every 20 ms, through a private Redis,
+  ``GET /v1/jobs/{id}/result.npz`` answers 200, long-polled (``?wait=``), through a private Redis,
   ``featureviz serve`` and a real prefork Celery worker (``service.embedded.worker_command``).
 - **floor: bare compiled loop**: in this process, the model cut at the layer
   (``feature_model(..., any_size=True)``), an (8, 128, 128, 3) ``tf.Variable`` of 0-255
@@ -61,7 +61,6 @@ LAYER = "block3_conv1"
 CHANNELS = list(range(8))
 STEPS = 50
 SIZE = 128
-POLL = 0.02
 OUT = Path("/tmp/fvbench")
 COMPARE_PY = ROOT / "bench" / ".venv-compare" / "bin" / "python"
 PHOTOS = (
@@ -190,14 +189,14 @@ def run_service_job(client: httpx.Client, model_id: str, seed: int) -> JobRun:
         raise RuntimeError(f"POST /v1/jobs: {answer.status_code} {answer.text[:500]}")
     job_id = answer.json()["id"]
     polls = 0
-    while True:
+    while True:  # long polling: the API holds the answer until the job ends
         polls += 1
-        got = client.get(f"/v1/jobs/{job_id}/result.npz")
-        if got.status_code == 200:
+        status = client.get(f"/v1/jobs/{job_id}", params={"wait": 30}).json()["status"]
+        if status in ("succeeded", "failed", "cancelled"):
             break
-        if got.status_code != 409 or "is queued" not in got.text and "is running" not in got.text:
-            raise RuntimeError(f"job {job_id}: {got.status_code} {got.text[:500]}")
-        time.sleep(POLL)
+    got = client.get(f"/v1/jobs/{job_id}/result.npz")
+    if got.status_code != 200:
+        raise RuntimeError(f"job {job_id}: {got.status_code} {got.text[:500]}")
     seconds = time.perf_counter() - start
     done_at = time.time()
     record = client.get(f"/v1/jobs/{job_id}").json()
@@ -651,7 +650,7 @@ PART_NOTES = {
     "optimize_s": "the whole loop in the worker (incl. progress writes, final evaluation)",
     "export_s": "PNG grid, per-channel PNGs, npz, GIF",
     "store + finish": "results into Redis, status succeeded",
-    "poll + read": "finished_at until the client has read result.npz (20 ms polling)",
+    "poll + read": "finished_at until the client has read result.npz (long polling)",
     "last step -> result read": "export + store + poll",
     "total (client)": "POST until result.npz read",
 }

@@ -351,3 +351,14 @@ def test_optimizer_options(client: httpx.Client, model: dict[str, Any]):
             manifest = json.loads(str(data["manifest"]))
         assert (history[-1] > history[0]).all(), history[[0, -1]]
         assert all(manifest["params"][k] == v for k, v in extra.items())
+
+
+def test_long_polling_returns_when_the_job_ends(client: httpx.Client, model: dict[str, Any]):
+    job = submit(client, job_body(model, steps=20, seed=101, no_cache=True)).json()
+    started = time.monotonic()
+    record = client.get(f"/v1/jobs/{job['id']}", params={"wait": 60}).json()
+    assert record["status"] == "succeeded"
+    assert time.monotonic() - started < 60
+    quick = client.get(f"/v1/jobs/{job['id']}", params={"wait": 60})
+    assert quick.json()["status"] == "succeeded"  # a finished job answers at once
+    assert client.get(f"/v1/jobs/{job['id']}", params={"wait": 61}).status_code == 422

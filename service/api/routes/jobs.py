@@ -7,8 +7,10 @@ answered from the stored results (content-addressed), unless ``no_cache``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
@@ -30,6 +32,7 @@ from workers.jobs import TERMINAL
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _DEFAULTS = AscentConfig()  # the engine's tuned defaults are the API's
+WAIT_POLL = 0.02  # seconds between two looks at a job record while a client waits
 
 
 class Regularizers(BaseModel):
@@ -268,9 +271,26 @@ def get_job_record(runtime: Runtime, owner: str, job_id: str) -> dict[str, Any]:
 @router.get(
     "/{job_id}", operation_id="jobs-get", response_model=JobPublic, responses=PROBLEM_RESPONSES
 )
-def get_job(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> dict[str, Any]:
+async def get_job(
+    runtime: RuntimeDep,
+    owner: OwnerDep,
+    job_id: str,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=60,
+            description="Hold the answer up to this many seconds until the job ends (long polling)",
+        ),
+    ] = 0,
+) -> dict[str, Any]:
     """Status, progress (step, steps, current target activation), timings, error, links."""
-    return public(get_job_record(runtime, owner, job_id))
+    record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
+    deadline = time.monotonic() + wait
+    while record["status"] not in TERMINAL and time.monotonic() < deadline:
+        await asyncio.sleep(WAIT_POLL)  # one Redis read a tick; no thread held while waiting
+        record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
+    return public(record)
 
 
 @router.delete(
