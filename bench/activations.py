@@ -352,7 +352,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
     )
     print(
         "ratio = median / median of the baseline, all variants alternated round by round "
-        "in this one run; HTTP latency is until the whole body is read (httpx, keep-alive)"
+        "in this one run; HTTP latency is until the whole body is read (http.client, keep-alive)"
     )
 
     summary = []

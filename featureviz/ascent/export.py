@@ -1,8 +1,8 @@
 """An ascent result as bytes: ``export(result, manifest) -> {name: bytes}``.
 
-The pieces a client fetches: ``grid.png`` (every channel, 8 columns, the lectures' figure),
-``c<i>.png`` for each channel, ``result.npz`` (images, history, snapshots, manifest; loadable
-with ``allow_pickle=False``) and ``frames.gif`` (the snapshots as an animation).
+A job stores ``grid.png`` (every channel, 8 columns, the lectures' figure) and ``result.npz``
+(images, history, snapshots, manifest; loadable with ``allow_pickle=False``); one channel's
+PNG and ``frames.gif`` (the snapshots as an animation) are drawn from the npz on request.
 """
 
 from __future__ import annotations
@@ -27,26 +27,41 @@ def _upscale(tile: np.ndarray, scale: int) -> np.ndarray:
 
 
 def export(result: Any, manifest: dict[str, Any], *, cols: int = 8) -> dict[str, bytes]:
-    """Encode an ``AscentResult`` into the files a job serves."""
-    parts = {"grid.png": grid_png(result.images, cols=cols)}
-    for i, channel in enumerate(result.channels):
-        parts[f"c{channel}.png"] = to_png(float_images_to_uint8(result.images[i]))
-    parts["result.npz"] = to_npz(
-        {
-            "images": result.images.astype(np.float32),
-            "history": result.history.astype(np.float32),
-            "snapshots": result.snapshots.astype(np.float32),
-            "snapshot_steps": np.asarray(result.snapshot_steps, dtype=np.int32),
-            "channels": np.asarray(result.channels, dtype=np.int32),
-            "objective_values": np.asarray(result.objective_values, dtype=np.float32),
-            "manifest": np.asarray(json.dumps(manifest, sort_keys=True)),
-        }
-    )
-    frames = [
-        tile_grid(list(float_images_to_uint8(snap)), cols=cols, pad=2) for snap in result.snapshots
-    ]
-    parts["frames.gif"] = to_gif(frames, duration_ms=200)
-    return parts
+    """Encode an ``AscentResult`` into what a job stores: ``grid.png`` and ``result.npz``.
+
+    One channel's PNG and the animation are drawn from the npz when asked for
+    (``channel_png``, ``frames_gif``): most clients never ask, and the job ends sooner.
+    """
+    return {
+        "grid.png": grid_png(result.images, cols=cols),
+        "result.npz": to_npz(
+            {
+                "images": result.images.astype(np.float32),
+                "history": result.history.astype(np.float32),
+                "snapshots": result.snapshots.astype(np.float32),
+                "snapshot_steps": np.asarray(result.snapshot_steps, dtype=np.int32),
+                "channels": np.asarray(result.channels, dtype=np.int32),
+                "objective_values": np.asarray(result.objective_values, dtype=np.float32),
+                "manifest": np.asarray(json.dumps(manifest, sort_keys=True)),
+            }
+        ),
+    }
+
+
+def channel_png(npz: bytes, channel: int) -> bytes | None:
+    """The image of ``channel`` from ``result.npz``, or None when the job did not ask for it."""
+    arrays = from_npz(npz)
+    where = np.flatnonzero(arrays["channels"] == channel)
+    if where.size == 0:
+        return None
+    return to_png(float_images_to_uint8(arrays["images"][where[0]]))
+
+
+def frames_gif(npz: bytes, *, cols: int = 8) -> bytes:
+    """The snapshots of ``result.npz`` as an animated GIF, one grid per snapshot."""
+    snapshots = from_npz(npz)["snapshots"]
+    frames = [tile_grid(list(float_images_to_uint8(s)), cols=cols, pad=2) for s in snapshots]
+    return to_gif(frames, duration_ms=200)
 
 
 def images_from_npz(data: bytes) -> np.ndarray:

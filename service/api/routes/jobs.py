@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from featureviz import __version__
 from featureviz.activations import check_channels, parse_channels
-from featureviz.ascent import AscentConfig
+from featureviz.ascent import AscentConfig, export
 from featureviz.errors import InvalidRequest
 from featureviz.models import resolve_layers
 from service.api.deps import OwnerDep, RuntimeDep
@@ -348,11 +348,9 @@ async def result_png(
     if cols == 8 and scale == 1:
         data = await run_in_threadpool(result_bytes, runtime, owner, job_id, "grid.png")
     else:
-        from featureviz.ascent.export import grid_png, images_from_npz
-
         raw = await run_in_threadpool(result_bytes, runtime, owner, job_id, "result.npz")
         data = await run_in_threadpool(
-            lambda: grid_png(images_from_npz(raw), cols=cols, scale=scale)
+            lambda: export.grid_png(export.images_from_npz(raw), cols=cols, scale=scale)
         )
     return Response(data, media_type="image/png")
 
@@ -365,7 +363,10 @@ async def result_png(
 )
 def channel_png(runtime: RuntimeDep, owner: OwnerDep, job_id: str, channel: int) -> Response:
     """One channel's image."""
-    return Response(result_bytes(runtime, owner, job_id, f"c{channel}.png"), media_type="image/png")
+    png = export.channel_png(result_bytes(runtime, owner, job_id, "result.npz"), channel)
+    if png is None:
+        raise not_found("channel of this job", str(channel))
+    return Response(png, media_type="image/png")
 
 
 @router.get(
@@ -388,5 +389,6 @@ def result_npz(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> Response:
     responses={200: {"content": {"image/gif": {}}}} | RESULT_RESPONSES,
 )
 def frames_gif(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> Response:
-    """The optimization as an animation of its snapshots."""
-    return Response(result_bytes(runtime, owner, job_id, "frames.gif"), media_type="image/gif")
+    """The optimization as an animation of its snapshots (``snapshot_every`` sets how many)."""
+    gif = export.frames_gif(result_bytes(runtime, owner, job_id, "result.npz"))
+    return Response(gif, media_type="image/gif")
