@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from featureviz.activations import ActivationFunction, FunctionCache
 from service import metrics
@@ -36,12 +37,20 @@ class Runtime:
         # One child inspecting a model at a time: each may take gigabytes.
         self.sandbox_slots = threading.BoundedSemaphore(1)
         self.jobs = JobStore(client, result_ttl=settings.job_result_ttl)
+        self._aredis: redis.asyncio.Redis | None = None
         self.celery = make_celery(settings)
         self.reaper = Reaper(self.jobs, self.enqueue, settings)
         self.reaper.start()
 
     def close(self) -> None:
         self.reaper.stop()
+
+    @property
+    def aredis(self) -> redis.asyncio.Redis:
+        """An asyncio client for waiting on pub/sub without holding a thread."""
+        if self._aredis is None:
+            self._aredis = redis.asyncio.Redis.from_url(self.settings.redis_url or "")
+        return self._aredis
 
     def enqueue(self, job_id: str) -> None:
         """Send by task name: the API never imports the worker's task module."""

@@ -15,6 +15,7 @@ Redis keys::
     fv:result:<key>:<name>    result bytes (grid.png, result.npz, frames.gif, c<i>.png), TTL
     fv:resultcache:<key>      "stored" while the results of that content key exist
     fv:idem:<owner>:<key>     Idempotency-Key -> {"job_id", "body"}
+    fv:job:<id>:ended         pub/sub channel: the final status, published once
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from typing import Any
 import redis
 
 TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def ended_channel(job_id: str) -> str:
+    """The pub/sub channel told once when a job ends, for clients that wait on it."""
+    return f"fv:job:{job_id}:ended"
+
+
 RECORD_GRACE = 30 * 24 * 3600
 
 
@@ -100,6 +108,7 @@ class JobStore:
                     self._save(record, pipe)
                     if record["status"] in TERMINAL:
                         pipe.srem("fv:jobs:active", job_id)
+                        pipe.publish(ended_channel(job_id), record["status"])
                     pipe.execute()
                     return record
                 except redis.WatchError:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
@@ -28,11 +27,10 @@ from service.problems import Problem, not_found
 from service.runtime import Runtime
 from service.schemas import PROBLEM_RESPONSES
 from workers.callbacks import CallbackRefused, check_callback_url
-from workers.jobs import TERMINAL
+from workers.jobs import TERMINAL, ended_channel
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 _DEFAULTS = AscentConfig()  # the engine's tuned defaults are the API's
-WAIT_POLL = 0.02  # seconds between two looks at a job record while a client waits
 
 
 class Regularizers(BaseModel):
@@ -286,11 +284,24 @@ async def get_job(
 ) -> dict[str, Any]:
     """Status, progress (step, steps, current target activation), timings, error, links."""
     record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
-    deadline = time.monotonic() + wait
-    while record["status"] not in TERMINAL and time.monotonic() < deadline:
-        await asyncio.sleep(WAIT_POLL)  # one Redis read a tick; no thread held while waiting
-        record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
+    if wait and record["status"] not in TERMINAL:
+        # Subscribe first, then look again: an end between the two is not missed.
+        async with runtime.aredis.pubsub() as events:
+            await events.subscribe(ended_channel(job_id))
+            record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
+            if record["status"] not in TERMINAL:
+                try:
+                    await asyncio.wait_for(_ended(events), timeout=wait)
+                except TimeoutError:
+                    pass
+                record = await run_in_threadpool(get_job_record, runtime, owner, job_id)
     return public(record)
+
+
+async def _ended(events: Any) -> None:
+    async for message in events.listen():
+        if message["type"] == "message":
+            return
 
 
 @router.delete(
