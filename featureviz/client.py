@@ -511,13 +511,17 @@ class Job:
     def done(self) -> bool:
         return self.status in TERMINAL
 
-    def refresh(self) -> Job:
-        """Fetch the current record."""
-        self.record = self.client._json("GET", f"/v1/jobs/{self.id}")
+    def refresh(self, wait: float = 0.0) -> Job:
+        """Fetch the current record; with ``wait``, the server answers early when the job ends."""
+        params = {"wait": round(wait, 3)} if wait > 0 else None
+        self.record = self.client._json("GET", f"/v1/jobs/{self.id}", params=params)
         return self
 
     def wait(self, timeout: float | None = None, progress: bool = True, poll: float = 0.5) -> Job:
-        """Poll until the job ends; return self when it ``succeeded``.
+        """Wait until the job ends; return self when it ``succeeded``.
+
+        Each look long-polls the server for up to ``poll`` seconds, so the end is seen at once
+        and the bar still moves every ``poll`` seconds.
 
         Raises ``JobFailed`` (a ``FeatureVizHTTPError``) when it ends ``failed`` or
         ``cancelled`` and ``TimeoutError`` after ``timeout`` seconds. ``progress`` draws a
@@ -533,8 +537,10 @@ class Job:
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"job {self.id} is still {self.status} after {timeout}s")
-                time.sleep(poll)
-                self.refresh()
+                left = (
+                    poll if deadline is None else max(0.0, min(poll, deadline - time.monotonic()))
+                )
+                self.refresh(wait=left)
         finally:
             if bar:
                 bar.close()

@@ -41,7 +41,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
                     )
                 im.seek(0)
                 im.load()
-                return _to_rgb(ImageOps.exif_transpose(im))
+                ImageOps.exif_transpose(im, in_place=True)  # a copy only when rotated
+                return _to_rgb(im)
     except (TooLarge, ImageRejected):
         raise
     except Image.DecompressionBombError as exc:
@@ -67,7 +68,7 @@ def _to_rgb(im: Image.Image) -> np.ndarray:
         rgba = im.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(background, rgba)
-    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
 
 
 def to_batch(
@@ -87,16 +88,17 @@ def to_batch(
     first = images[0]
     size = (width or first.shape[1], height or first.shape[0])
     out = np.empty((len(images), size[1], size[0], channels), dtype=np.float32)
+    if channels not in (1, 3):
+        raise ImageRejected(f"the model takes {channels}-channel images; only 1 or 3 are supported")
     for i, rgb in enumerate(images):
+        if channels == 3 and rgb.shape[1::-1] == size:
+            out[i] = rgb  # the right size already: no round trip through Pillow
+            continue
         im = Image.fromarray(rgb)
         if im.size != size:
             im = im.resize(size, Image.Resampling.BILINEAR)
         if channels == 1:
             out[i, ..., 0] = np.asarray(im.convert("L"), dtype=np.float32)
-        elif channels == 3:
-            out[i] = np.asarray(im, dtype=np.float32)
         else:
-            raise ImageRejected(
-                f"the model takes {channels}-channel images; only 1 or 3 are supported"
-            )
+            out[i] = np.asarray(im, dtype=np.float32)
     return out
