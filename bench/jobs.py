@@ -648,7 +648,7 @@ PART_NOTES = {
     "submit -> first step": "sum of the three above + POST",
     "steady step": "(optimize_s - first chunk) / (steps - k)",
     "optimize_s": "the whole loop in the worker (incl. progress writes, final evaluation)",
-    "export_s": "PNG grid, per-channel PNGs, npz, GIF",
+    "export_s": "the PNG grid and the npz (the rest is drawn on request)",
     "store + finish": "results into Redis, status succeeded",
     "poll + read": "finished_at until the client has read result.npz (long polling)",
     "last step -> result read": "export + store + poll",
