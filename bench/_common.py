@@ -35,7 +35,7 @@ if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/, not the repo, 
 
 import httpx  # noqa: E402
 
-from service.embedded import RedisServer, free_port  # noqa: E402
+from service.embedded import RedisServer, free_port, stop_process  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- services
@@ -124,13 +124,7 @@ def running_api(
     finally:
         if client is not None:
             client.close()
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         redis_server.stop()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)

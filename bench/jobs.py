@@ -54,7 +54,7 @@ from _common import (
     wait_healthy,
 )
 
-from service.embedded import RedisServer, free_port, worker_command
+from service.embedded import RedisServer, free_port, stop_process, worker_command
 
 TARGET = 1.15  # featureviz service / floor
 LAYER = "block3_conv1"
@@ -151,13 +151,7 @@ def running_stack(startup_timeout: float = 240.0) -> Iterator[Stack]:
         if client is not None:
             client.close()
         for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()  # the worker: warm shutdown of its own process group
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_process(proc)  # the worker: a warm shutdown of its main process
         redis_server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -40,7 +40,7 @@ import httpx
 import psutil
 from _common import ROOT, percentile, print_table, wait_healthy  # puts the repo on sys.path
 
-from service.embedded import RedisServer, free_port, start_worker
+from service.embedded import RedisServer, free_port, start_worker, stop_process
 
 WEIGHTS = {"upload": 1, "activations": 4, "feature-maps": 3, "job-submit": 1, "job-poll": 1}
 EXPECTED = {
@@ -117,12 +117,7 @@ class Stack:
                 self.worker.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.worker.pid, 9)
-        if self.api.poll() is None:
-            self.api.terminate()
-            try:
-                self.api.wait(30)
-            except subprocess.TimeoutExpired:
-                self.api.kill()
+        stop_process(self.api)
         self.redis.stop()
 
 

@@ -20,7 +20,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-from service.embedded import RedisServer, free_port  # noqa: E402
+from service.embedded import RedisServer, free_port, stop_process  # noqa: E402
 from tests import builders  # noqa: E402
 
 
@@ -63,12 +63,7 @@ class Service:
         raise RuntimeError("API did not start")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
     def client(self, **headers: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=120, headers=headers)
