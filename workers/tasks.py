@@ -107,22 +107,7 @@ def run_job(store: JobStore, record: dict[str, Any]) -> dict[str, bytes]:
     began = time.time()
     model = _load(record)
     timings["load_s"] = time.time() - began
-    config = AscentConfig(
-        steps=params["steps"],
-        learning_rate=params["learning_rate"],
-        size=params["size"],
-        parameterization=params["parameterization"],
-        decorrelate=params["decorrelate"],
-        transforms=params["transforms"]
-        if isinstance(params["transforms"], str)
-        else tuple(params["transforms"]),
-        regularizers=params["regularizers"],
-        seed=params["seed"],
-        snapshot_every=params["snapshot_every"],
-        optimizer=params.get("optimizer", "adam"),
-        clip_grad=params.get("clip_grad"),
-        normalize_grad=params.get("normalize_grad", False),
-    )
+    config = AscentConfig.from_params(params)
     job_id = record["id"]
     last_write = [0.0]
 

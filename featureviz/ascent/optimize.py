@@ -25,7 +25,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -109,6 +109,16 @@ class AscentConfig:
             raise ValueError(f"regularizer weights must be >= 0, got {weights}")
         regs.factory(weights)  # raises ValueError on an unknown name
         object.__setattr__(self, "regularizers", MappingProxyType(weights))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> AscentConfig:
+        """The config named by a job's parameters; other keys (layer, channels ...) are ignored.
+
+        The API validates a request with it and the worker runs the job with it, so both read
+        the same parameters the same way.
+        """
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in params.items() if key in names})
 
     def graph_key(self) -> tuple[Any, ...]:
         """The options baked into a compiled step (the learning rate is an argument)."""

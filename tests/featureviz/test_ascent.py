@@ -300,3 +300,21 @@ def test_nested_paths_relu_layers_and_linear_convs() -> None:
         assert (result.history[-1] > result.history[0]).sum() >= 3
     with pytest.raises(LayerNotFound):
         visualize(outer, "inner/nope", [0], config)
+
+
+def test_config_from_job_params_ignores_other_keys():
+    from featureviz.ascent import AscentConfig
+
+    params = {
+        "layer": "conv2",
+        "channels": [0, 1],
+        "steps": 7,
+        "transforms": ["jitter:2"],
+        "regularizers": {"tv": 0.5},
+        "optimizer": "sgd",
+        "layer_path": "conv2",
+    }
+    config = AscentConfig.from_params(params)
+    assert (config.steps, config.transforms, config.optimizer) == (7, ("jitter:2",), "sgd")
+    assert dict(config.regularizers) == {"tv": 0.5}
+    assert config.learning_rate == AscentConfig().learning_rate

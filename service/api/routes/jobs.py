@@ -130,27 +130,9 @@ def validate(
         raise InvalidRequest(f"{len(channels)} channels, over the limit of {s.job_max_channels}")
     check_channels(channels, row["channels"], layer=path)
     params = body.model_dump(exclude={"callback_url", "no_cache", "model_id"})
-    params |= {
-        "layer_path": path,
-        "channels": channels,
-        "regularizers": body.regularizers.model_dump(),
-    }
-    transforms = params["transforms"]
+    params |= {"layer_path": path, "channels": channels}
     try:
-        AscentConfig(
-            steps=body.steps,
-            learning_rate=body.learning_rate,
-            size=body.size,
-            parameterization=body.parameterization,
-            decorrelate=body.decorrelate,
-            transforms=transforms if isinstance(transforms, str) else tuple(transforms),
-            regularizers=params["regularizers"],
-            seed=body.seed,
-            snapshot_every=body.snapshot_every,
-            optimizer=body.optimizer,
-            clip_grad=body.clip_grad,
-            normalize_grad=body.normalize_grad,
-        )
+        AscentConfig.from_params(params)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
     if body.callback_url:
