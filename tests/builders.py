@@ -15,8 +15,13 @@ def lecture_convnet(path: Path, *, seed: int = 0) -> Path:
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
-    names = iter(["conv2d", "max_pooling2d", *(f"{k}_{i}" for i in (1, 2, 3)
-                                               for k in ("conv2d", "max_pooling2d"))])
+    names = iter(
+        [
+            "conv2d",
+            "max_pooling2d",
+            *(f"{k}_{i}" for i in (1, 2, 3) for k in ("conv2d", "max_pooling2d")),
+        ]
+    )
     model = keras.Sequential(
         [
             keras.Input((150, 150, 3)),

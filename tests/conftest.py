@@ -109,3 +109,18 @@ def uploaded(api: Any, files: dict[str, Path]) -> dict[str, dict[str, Any]]:
             assert answer.status_code in (200, 201), answer.text
             out[name] = answer.json()
         return out
+
+
+def stored_files(service: Service) -> list[str]:
+    """Every file in the service's model store, relative to it (a refusal changes none)."""
+    store = service.data_dir / "models"
+    return sorted(str(p.relative_to(store)) for p in store.rglob("*") if p.is_file())
+
+
+@pytest.fixture(scope="session")
+def valid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A valid small .keras and Keras 2 .h5, the seeds of the hostile corpus."""
+    from tests.featureviz import hostile
+
+    tmp = tmp_path_factory.mktemp("valid")
+    return {"keras": hostile.valid_keras(tmp), "h5": hostile.valid_h5(tmp)}

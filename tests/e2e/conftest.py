@@ -101,3 +101,16 @@ def wait_for(
                 return record
         time.sleep(poll)
     raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {record}")
+
+
+def wait_until_step(
+    client: httpx.Client, job_id: str, step: int, timeout: float = 60.0
+) -> dict[str, Any]:
+    """Poll until the job's progress reaches ``step``; its record then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        answer = client.get(f"/v1/jobs/{job_id}")
+        if answer.status_code == 200 and answer.json()["progress"]["step"] >= step:
+            return answer.json()
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} never reached step {step}")

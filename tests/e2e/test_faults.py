@@ -29,8 +29,8 @@ import psutil
 import pytest
 
 from tests import builders
-from tests.conftest import Service
-from tests.e2e.conftest import Stack, wait_for
+from tests.conftest import Service, stored_files
+from tests.e2e.conftest import Stack, wait_for, wait_until_step
 
 TERMINAL = ("succeeded", "failed", "cancelled")
 
@@ -67,23 +67,8 @@ def job(model: dict[str, Any], seed: int, steps: int = 200) -> dict[str, Any]:
     }
 
 
-def wait_until_step(client: httpx.Client, job_id: str, step: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = client.get(f"/v1/jobs/{job_id}")
-        if answer.status_code == 200 and answer.json()["progress"]["step"] >= step:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached step {step}")
-
-
 def incoming(stack: Stack) -> list[Path]:
     return list((stack.api.data_dir / "models" / "incoming").iterdir())
-
-
-def stored(stack: Stack) -> list[str]:
-    root = stack.api.data_dir / "models"
-    return sorted(p.name for p in root.glob("*") if p.is_file())
 
 
 # ------------------------------------------------------------------------- API restart
@@ -93,7 +78,7 @@ def test_api_restarted_while_a_job_runs(stack: Stack, tiny: dict[str, Any]):
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["id"]
         wait_for(c, job_id, ("running",))
-        wait_until_step(c, job_id, 2)
+        wait_until_step(c, job_id, 2, timeout=90)
     old = stack.api
     old.stop()
     assert old.proc is not None and old.proc.poll() is not None
@@ -172,13 +157,13 @@ def test_client_disconnects_mid_upload(
 ):
     assert len(big_keras) > 4 << 20
     before_models = api_client.get("/v1/models").json()["models"]
-    before_files = stored(stack)
+    before_files = stored_files(stack.api)
     _abort_upload(stack.api.url, big_keras, chunked=chunked)
     _settled(stack)
     assert api_client.get("/healthz").status_code == 200
     assert stack.api.proc is not None and stack.api.proc.poll() is None
     assert api_client.get("/v1/models").json()["models"] == before_models
-    assert stored(stack) == before_files
+    assert stored_files(stack.api) == before_files
 
 
 def test_many_aborted_uploads_leak_nothing(
@@ -188,12 +173,12 @@ def test_many_aborted_uploads_leak_nothing(
     api_client.get("/healthz")
     fds = psutil.Process(stack.api.proc.pid).num_fds()
     before_models = api_client.get("/v1/models").json()["models"]
-    before_files = stored(stack)
+    before_files = stored_files(stack.api)
     for i in range(20):
         _abort_upload(stack.api.url, big_keras, chunked=bool(i % 2))
     _settled(stack, fds=fds, timeout=30)
     assert api_client.get("/v1/models").json()["models"] == before_models
-    assert stored(stack) == before_files
+    assert stored_files(stack.api) == before_files
     # ... and the same bytes sent whole afterwards are a normal upload
     whole = api_client.post("/v1/models", files={"file": ("convnet.keras", big_keras)})
     assert whole.status_code == 201, whole.text
@@ -210,7 +195,7 @@ def test_queued_jobs_survive_a_worker_sigkill(
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
     wait_for(api_client, ids[0], ("running",))
-    wait_until_step(api_client, ids[0], 2)
+    wait_until_step(api_client, ids[0], 2, timeout=90)
     statuses = {i: api_client.get(f"/v1/jobs/{i}").json()["status"] for i in ids}
     assert sum(s == "queued" for s in statuses.values()) >= 3, statuses
     stack.kill_worker()
@@ -244,7 +229,7 @@ def test_worker_killed_on_every_delivery_ends_failed(
             time.sleep(0.2)
         else:
             raise AssertionError(f"delivery {delivery} never started: {record}")
-        wait_until_step(api_client, job_id, 1)
+        wait_until_step(api_client, job_id, 1, timeout=90)
         stack.kill_worker()
         stack.start_worker()
     done = wait_for(api_client, job_id, TERMINAL, timeout=120)

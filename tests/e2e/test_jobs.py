@@ -20,7 +20,7 @@ from PIL import Image
 
 from service.embedded import RedisServer
 from tests import builders
-from tests.e2e.conftest import WEBHOOK_SECRET, Stack, wait_for
+from tests.e2e.conftest import WEBHOOK_SECRET, Stack, wait_for, wait_until_step
 
 
 def submit(client: httpx.Client, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -149,16 +149,6 @@ def test_cancel_running_job_frees_the_worker(client: httpx.Client, model: dict[s
     assert client.delete(f"/v1/jobs/{long['id']}").status_code == 409
     nxt = submit(client, job_body(model, seed=6, steps=5)).json()
     assert wait_for(client, nxt["id"], ("succeeded",), timeout=60)["status"] == "succeeded"
-
-
-def wait_until_step(client: httpx.Client, job_id: str, step: int, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        record = client.get(f"/v1/jobs/{job_id}").json()
-        if record["progress"]["step"] >= step:
-            return record
-        time.sleep(0.2)
-    raise AssertionError(f"job {job_id} never reached step {step}")
 
 
 def test_cancel_queued_job(stack: Stack, client: httpx.Client, model: dict[str, Any]):

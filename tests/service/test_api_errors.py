@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from tests import builders
-from tests.conftest import Service, upload
+from tests.conftest import Service, stored_files, upload
 from tests.featureviz import hostile
 
 
@@ -28,11 +28,6 @@ def assert_problem(answer: httpx.Response, status: int, *words: str) -> dict[str
     for word in words:
         assert word.lower() in body["detail"].lower(), body["detail"]
     return body
-
-
-def stored_files(api: Service) -> list[str]:
-    models = api.data_dir / "models"
-    return sorted(p.name for p in models.rglob("*") if p.is_file())
 
 
 def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
@@ -66,12 +61,6 @@ HOSTILE_MODELS = {
     "h5_external_link": lambda tmp, valid: hostile.h5_external_link(tmp),
     "h5_weights_only": lambda tmp, valid: hostile.h5_weights_only(tmp),
 }
-
-
-@pytest.fixture(scope="module")
-def valid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    tmp = tmp_path_factory.mktemp("valid")
-    return {"keras": hostile.valid_keras(tmp), "h5": hostile.valid_h5(tmp)}
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTILE_MODELS))

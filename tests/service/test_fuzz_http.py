@@ -33,7 +33,7 @@ import pytest
 from PIL import Image
 
 from tests import builders
-from tests.conftest import Service
+from tests.conftest import Service, stored_files
 from tests.featureviz import hostile
 
 PROBLEM = "application/problem+json"
@@ -56,11 +56,6 @@ def assert_problem_or_ok(answer: httpx.Response) -> dict[str, Any] | None:
         assert isinstance(body["detail"], str) and body["detail"]
         return body
     return None
-
-
-def store_listing(api: Service) -> list[str]:
-    root = api.data_dir / "models"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
 
 # ------------------------------------------------------------------------------------ models
@@ -142,12 +137,6 @@ EITHER |= _truncations("keras") | _truncations("h5")
 """Damaged files: refused cleanly, or (a flip that hit weight bytes) loaded correctly."""
 
 
-@pytest.fixture(scope="module")
-def valid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    tmp = tmp_path_factory.mktemp("fuzz-valid")
-    return {"keras": hostile.valid_keras(tmp), "h5": hostile.valid_h5(tmp)}
-
-
 def _upload(http: httpx.Client, path: Path) -> httpx.Response:
     with path.open("rb") as fh:
         return http.post("/v1/models", files={"file": (path.name, fh)})
@@ -156,14 +145,14 @@ def _upload(http: httpx.Client, path: Path) -> httpx.Response:
 def _check_model_upload(
     api: Service, http: httpx.Client, path: Path, expect: str
 ) -> httpx.Response:
-    before_files = store_listing(api)
+    before_files = stored_files(api)
     before_models = http.get("/v1/models").json()["models"]
     answer = _upload(http, path)
     problem = assert_problem_or_ok(answer)
     if problem is not None:
         assert expect in ("refused", "either"), (path.name, answer.text)
         assert answer.status_code in (413, 422), answer.text
-        assert store_listing(api) == before_files
+        assert stored_files(api) == before_files
         assert http.get("/v1/models").json()["models"] == before_models
         return answer
     assert expect in ("accepted", "either"), (path.name, answer.text)
@@ -175,7 +164,7 @@ def _check_model_upload(
     assert http.get(f"/v1/models/{record['id']}").json()["sha256"] == record["sha256"]
     if answer.status_code == 201:  # leave the store as it was for the next case
         assert http.delete(f"/v1/models/{record['id']}").status_code == 204
-        assert store_listing(api) == before_files
+        assert stored_files(api) == before_files
     return answer
 
 
