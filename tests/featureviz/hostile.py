@@ -20,6 +20,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from tests.builders import png_chunk
+
 PathLike = str | os.PathLike[str]
 
 # A Keras 2 style config with one Dense layer: enough for the static checks to reach the part
@@ -342,13 +344,9 @@ def truncated(path: PathLike, tmp: PathLike) -> str:
 def not_a_model(tmp: PathLike) -> str:
     """A PNG file renamed .keras."""
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body)
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
     header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
-    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
-    png += chunk(b"IDAT", zlib.compress(b"\x00\x00")) + chunk(b"IEND", b"")
+    png = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+    png += png_chunk(b"IDAT", zlib.compress(b"\x00\x00")) + png_chunk(b"IEND", b"")
     out = _out(tmp, "image.keras")
     Path(out).write_bytes(png)
     return out

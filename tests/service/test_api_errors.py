@@ -34,17 +34,15 @@ def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
     """A valid PNG header declaring width x height; the IDAT is a tiny compressed stream."""
     import struct
 
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-        )
-
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     stream = zlib.compressobj(9)
     row = b"\x00" + b"\x00" * (3 * width)
     data = b"".join(stream.compress(row) for _ in range(64)) + stream.flush()
     return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+        b"\x89PNG\r\n\x1a\n"
+        + builders.png_chunk(b"IHDR", header)
+        + builders.png_chunk(b"IDAT", data)
+        + builders.png_chunk(b"IEND", b"")
     )
 
 

@@ -219,14 +219,15 @@ def _flip(data: bytes, seed: int) -> bytes:
     return bytes(out)
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def huge_png(width: int, height: int, *, idat: bool = False) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = _chunk(b"IDAT", zlib.compress(b"\x00" * 64)) if idat else b""
-    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + body + _chunk(b"IEND", b"")
+    body = builders.png_chunk(b"IDAT", zlib.compress(b"\x00" * 64)) if idat else b""
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + builders.png_chunk(b"IHDR", header)
+        + body
+        + builders.png_chunk(b"IEND", b"")
+    )
 
 
 def huge_gif(width: int, height: int) -> bytes:
@@ -284,9 +285,9 @@ def _odd_valid_images() -> dict[str, bytes]:
     header = struct.pack(">IIBBBBB", rgb.shape[1], rgb.shape[0], 16, 2, 0, 0, 0)
     out["png-48bit"] = (
         b"\x89PNG\r\n\x1a\n"
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw))
-        + _chunk(b"IEND", b"")
+        + builders.png_chunk(b"IHDR", header)
+        + builders.png_chunk(b"IDAT", zlib.compress(raw))
+        + builders.png_chunk(b"IEND", b"")
     )
     out["tiff-16bit-gray"] = _encode(Image.fromarray(rgb[..., 1].astype(np.uint16) * 257), "TIFF")
     out["tiff-cmyk"] = _encode(PHOTO.convert("CMYK"), "TIFF")
