@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service import metrics
@@ -41,7 +41,7 @@ def readyz(runtime: RuntimeDep) -> dict[str, object]:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
 )
-def prometheus_metrics(request: Request, runtime: RuntimeDep, _: OwnerDep) -> Response:
+def prometheus_metrics(runtime: RuntimeDep, _: OwnerDep) -> Response:
     """Prometheus metrics."""
     for cache, gauge in (
         (runtime.loaded, metrics.MODEL_CACHE),
