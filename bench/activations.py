@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +41,10 @@ from _common import (
     timing_rows,
     verdict,
 )
+from _floor import Floor
 
 TARGET = 2.0
+FLOOR = "floor: raw TCP, decode + function"
 ROUTE_KEY = '{method="POST",route="/v1/models/{model_id}/activations"}'
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry")
 
@@ -90,6 +93,7 @@ class Case:
         model: Any,
         pngs: list[bytes],
         layers: list[str] | None = None,
+        floor: Floor | None = None,
     ) -> None:
         from featureviz.activations import ActivationFunction
         from featureviz.models import input_spec, spatial_layers
@@ -103,6 +107,7 @@ class Case:
         self.spec = input_spec(model)
         self.batch = self.decode()
         self.fn = ActivationFunction(model, self.paths, preprocess_mode=record["preprocess"])
+        self.floor = floor
 
     # -- the request's parts, in this process
     def decode(self) -> Any:
@@ -132,8 +137,15 @@ class Case:
             raise RuntimeError(f"activations: {status} {content[:500]!r}")
         return content
 
+    def raw_tcp(self) -> memoryview:
+        assert self.floor is not None
+        return self.floor.request(self.pngs)
+
     def check(self) -> tuple[int, float]:
-        """Bytes of the npz answer and its largest difference from the in-process result."""
+        """Bytes of the npz answer and its largest difference from the in-process result.
+
+        The floor's bytes are checked too: they must be the in-process arrays, layer by layer.
+        """
         import numpy as np
 
         from featureviz.encodings import from_npz
@@ -144,6 +156,10 @@ class Case:
         if list(got) != list(want):
             raise RuntimeError(f"HTTP answered layers {list(got)}, expected {list(want)}")
         diff = max(float(np.max(np.abs(got[p] - want[p]))) for p in want)
+        if self.floor is not None:
+            raw = np.frombuffer(self.raw_tcp(), dtype=np.float32)
+            flat = np.concatenate([a.reshape(-1) for a in want.values()])
+            diff = max(diff, float(np.max(np.abs(raw - flat))))
         return len(body), diff
 
 
@@ -172,6 +188,8 @@ def run_case(
         "compiled function (in process)": case.compute,
         "HTTP POST npz": case.request,
     }
+    if case.floor is not None:
+        pair[FLOOR] = case.raw_tcp
     context: dict[str, Callable[[], Any]] = {"compiled function (in process)": case.compute}
     if lectures is not None:
         context["lectures' Model.predict"] = lectures
@@ -193,6 +211,9 @@ def run_case(
     http = results["HTTP POST npz"]
     ratio = http.median / results[base].median
     extra: dict[str, list[Any]] = {"HTTP POST npz": [verdict(ratio, target) if target else ""]}
+    floor = results[FLOOR].median if FLOOR in results else None
+    if floor is not None:
+        extra[FLOOR] = ["(no HTTP, no framework: see bench/_floor.py)"]
     if lectures is not None:
         extra["lectures' Model.predict"] = ["(the lectures' way)"]
     rows = timing_rows(results, base, extra=extra)
@@ -231,6 +252,7 @@ def run_case(
         "fn": results[base].median,
         "server": server,
         "bytes": size,
+        "floor": floor,
     }
 
 
@@ -318,7 +340,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
     import keras
     import numpy as np
 
-    from featureviz.models import load_model
+    from featureviz.models import load_model, spatial_layers
     from featureviz.preprocess import preprocess
     from tests.builders import lecture_convnet
 
@@ -356,7 +378,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
     )
 
     summary = []
-    with running_api() as api:
+    with running_api() as api, ExitStack() as floors:
         convnet_rec = api.upload_model(convnet_path, preprocess="rescale")
         fresh_rec = api.upload_model(fresh_path, preprocess="rescale")
         convnet = load_model(str(convnet_path))
@@ -365,7 +387,10 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
         # 5 first, while the fresh model has never been asked for
         first_and_second(api, lambda: Case(api, fresh_rec, fresh, one))
 
-        c1 = Case(api, convnet_rec, convnet, one)
+        convnet_floor = floors.enter_context(
+            Floor(convnet_path, "rescale", spatial_layers(convnet_rec["layers"]))
+        )
+        c1 = Case(api, convnet_rec, convnet, one, floor=convnet_floor)
         lect1 = lectures_model(convnet, c1.paths)
         summary.append(
             run_case(
@@ -379,7 +404,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
             )
         )
 
-        c2 = Case(api, convnet_rec, convnet, twenty)
+        c2 = Case(api, convnet_rec, convnet, twenty, floor=convnet_floor)
         summary.append(
             run_case(
                 "2. Lectures' convnet, 20 photo crops 150x150 PNG in one request, "
@@ -396,7 +421,10 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
         if vgg_path is not None:
             vgg_rec = api.upload_model(vgg_path, preprocess=vgg_preprocess)
             vgg = load_model(str(vgg_path))
-            vgg1 = Case(api, vgg_rec, vgg, pngs_of(crops(1, 224)))
+            vgg_floor = floors.enter_context(
+                Floor(vgg_path, vgg_preprocess, spatial_layers(vgg_rec["layers"]))
+            )
+            vgg1 = Case(api, vgg_rec, vgg, pngs_of(crops(1, 224)), floor=vgg_floor)
             summary.append(
                 run_case(
                     f"3a. {vgg_label} 224x224, {vgg_preprocess}, 1 photo, all conv/pool layers",
@@ -405,7 +433,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
                     short="VGG16, 1 image",
                 )
             )
-            vgg8 = Case(api, vgg_rec, vgg, pngs_of(crops(8, 224)))
+            vgg8 = Case(api, vgg_rec, vgg, pngs_of(crops(8, 224)), floor=vgg_floor)
             summary.append(
                 run_case(
                     f"3b. {vgg_label} 224x224, {vgg_preprocess}, 8 photo crops, all conv/pool "
@@ -422,16 +450,28 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
 
     print_table(
         "Summary: HTTP npz vs in-process compiled function (ratio of medians)",
-        ["case", "HTTP ms", "function ms", "server ms", "answer", "ratio", "target"],
+        [
+            "case",
+            "HTTP ms",
+            "function ms",
+            "floor ms",
+            "answer",
+            "ratio",
+            "target",
+            "floor / function",
+            "HTTP / floor",
+        ],
         [
             [
                 s["title"].split(" ")[0] + " " + s["short"],
                 ms(s["http"]),
                 ms(s["fn"]),
-                ms(s["server"]) if s["server"] else "",
+                ms(s["floor"]) if s["floor"] else "",
                 human_bytes(s["bytes"]),
                 f"{s['ratio']:.2f}",
                 verdict(s["ratio"], TARGET),
+                f"{s['floor'] / s['fn']:.2f}" if s["floor"] else "",
+                f"{s['http'] / s['floor']:.2f}" if s["floor"] else "",
             ]
             for s in summary
         ],
