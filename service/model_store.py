@@ -11,6 +11,12 @@ Redis keys::
     fv:models:<owner>      sorted set of ids by creation time
     fv:blob:<sha256>       JSON inspection (layer table, format, ...)
     fv:blobrefs:<sha256>   set of record ids using that file
+
+A record never changes once written, only disappears, so each API process keeps the records it
+has read for ``record_ttl`` seconds: the hot path (activations, feature maps) then costs no
+Redis round trip. A delete through this process forgets the record at once; one made through
+another process is seen here within ``record_ttl``. Misses are never kept, so a model
+uploaded anywhere is usable everywhere at once.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +37,46 @@ def model_id(owner: str, sha256: str) -> str:
     return hashlib.sha256(f"{owner}:{sha256}".encode()).hexdigest()[:24]
 
 
+class RecordCache:
+    """Records read recently, each kept ``ttl`` seconds; at most ``maxsize`` of them."""
+
+    def __init__(self, ttl: float, maxsize: int = 4096) -> None:
+        self.ttl = ttl
+        self.maxsize = maxsize
+        self._items: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, ident: str) -> dict[str, Any] | None:
+        with self._lock:
+            item = self._items.get(ident)
+            if item is None:
+                return None
+            if item[0] <= time.monotonic():
+                del self._items[ident]
+                return None
+            return item[1]
+
+    def put(self, ident: str, record: dict[str, Any]) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._items[ident] = (time.monotonic() + self.ttl, record)
+            self._items.move_to_end(ident)
+            while len(self._items) > self.maxsize:
+                self._items.popitem(last=False)
+
+    def forget(self, ident: str) -> None:
+        with self._lock:
+            self._items.pop(ident, None)
+
+
 class ModelStore:
-    def __init__(self, client: redis.Redis, directory: Path) -> None:
+    def __init__(self, client: redis.Redis, directory: Path, *, record_ttl: float = 0.0) -> None:
         self.redis = client
         self.dir = directory
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "incoming").mkdir(exist_ok=True)
+        self.records = RecordCache(record_ttl)
 
     def incoming_path(self) -> Path:
         """A fresh temporary path inside the store's file system (so the final move is atomic)."""
@@ -44,10 +86,14 @@ class ModelStore:
         return self.dir / f"{sha256}.{fmt}"
 
     def get(self, owner: str, ident: str) -> dict[str, Any] | None:
-        raw = self.redis.get(f"fv:model:{ident}")
-        if raw is None:
-            return None
-        record = json.loads(raw)
+        """The record if it exists and ``owner`` owns it; callers must not change it."""
+        record = self.records.get(ident)
+        if record is None:
+            raw = self.redis.get(f"fv:model:{ident}")
+            if raw is None:
+                return None
+            record = json.loads(raw)
+            self.records.put(ident, record)
         return record if record["owner"] == owner else None
 
     def find(self, owner: str, sha256: str) -> dict[str, Any] | None:
@@ -104,6 +150,7 @@ class ModelStore:
     def delete(self, record: dict[str, Any]) -> None:
         """Remove the record; the file goes too when no other record uses it."""
         sha = record["sha256"]
+        self.records.forget(record["id"])
         pipe = self.redis.pipeline()
         pipe.delete(f"fv:model:{record['id']}")
         pipe.zrem(f"fv:models:{record['owner']}", record["id"])

@@ -19,6 +19,7 @@ import redis.asyncio
 from featureviz.activations import ActivationFunction, FunctionCache
 from service import metrics
 from service.model_store import ModelStore
+from service.problems import not_found
 from service.settings import Settings
 from workers.celery_app import QUEUE, VISUALIZE_TASK, make_celery
 from workers.jobs import JobStore
@@ -31,7 +32,7 @@ class Runtime:
     def __init__(self, settings: Settings, client: redis.Redis) -> None:
         self.settings = settings
         self.redis = client
-        self.models = ModelStore(client, settings.model_dir)
+        self.models = ModelStore(client, settings.model_dir, record_ttl=settings.model_record_ttl)
         self.loaded = FunctionCache(settings.model_cache_size)
         self.functions = FunctionCache(settings.function_cache_size)
         # One child inspecting a model at a time: each may take gigabytes.
@@ -78,10 +79,15 @@ class Runtime:
     def keras_model(self, record: dict[str, Any]) -> Any:
         from featureviz.models import load_model
 
-        path = str(self.models.file_path(record["sha256"], record["format"]))
-        return self.loaded.get(
-            record["sha256"], lambda: load_model(path, limits=self.file_limits())
-        )
+        path = self.models.file_path(record["sha256"], record["format"])
+
+        def load() -> Any:
+            if not path.exists():  # deleted through another API process since it was read
+                self.models.records.forget(record["id"])
+                raise not_found("model", record["id"])
+            return load_model(str(path), limits=self.file_limits())
+
+        return self.loaded.get(record["sha256"], load)
 
     def activation_function(
         self, record: dict[str, Any], paths: Sequence[str]

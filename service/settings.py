@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     load_wall_seconds: float = Field(default=300.0, description="Wall-clock limit of that child.")
     model_cache_size: int = Field(default=8, description="Loaded models kept in memory.")
     function_cache_size: int = Field(default=64, description="Compiled functions kept.")
+    model_record_ttl: float = Field(
+        default=1.0,
+        ge=0,
+        description="Seconds an API process reuses a model record it has read; a model deleted "
+        "through another process stays usable here that long; 0: read Redis every time.",
+    )
 
     job_max_steps: int = Field(default=2048, description="Most steps a job may ask for.")
     job_max_size: int = Field(default=512, description="Largest image side of a job.")
