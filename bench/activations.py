@@ -421,10 +421,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
         if vgg_path is not None:
             vgg_rec = api.upload_model(vgg_path, preprocess=vgg_preprocess)
             vgg = load_model(str(vgg_path))
-            vgg_floor = floors.enter_context(
-                Floor(vgg_path, vgg_preprocess, spatial_layers(vgg_rec["layers"]))
-            )
-            vgg1 = Case(api, vgg_rec, vgg, pngs_of(crops(1, 224)), floor=vgg_floor)
+            vgg1 = Case(api, vgg_rec, vgg, pngs_of(crops(1, 224)))
             summary.append(
                 run_case(
                     f"3a. {vgg_label} 224x224, {vgg_preprocess}, 1 photo, all conv/pool layers",
@@ -433,7 +430,7 @@ def _run(args: argparse.Namespace, work: Path, started: float) -> int:
                     short="VGG16, 1 image",
                 )
             )
-            vgg8 = Case(api, vgg_rec, vgg, pngs_of(crops(8, 224)), floor=vgg_floor)
+            vgg8 = Case(api, vgg_rec, vgg, pngs_of(crops(8, 224)))
             summary.append(
                 run_case(
                     f"3b. {vgg_label} 224x224, {vgg_preprocess}, 8 photo crops, all conv/pool "
