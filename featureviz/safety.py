@@ -7,10 +7,10 @@ Core signature::
 A model file is a code carrier: a ``.keras`` archive or an HDF5 file holds a JSON config that
 Keras turns into Python objects, and ``safe_mode=True`` only stops the known-dangerous
 deserializers (lambdas). So the config is read here with plain ``zipfile``/``h5py``/``json`` and
-every object in it must be a built-in Keras layer, initializer, regularizer, constraint or
-dtype policy from a ``keras.*`` module. Archives are checked for member count, declared size and
-compression ratio (decompression bombs), HDF5 files for external links and external or virtual
-datasets (they make the HDF5 library open other files). Every refusal is ``ModelRejected``
+must pass ``featureviz.allowlist.check_config``: built-in Keras objects only. Archives are
+checked for member count, declared size and compression ratio (decompression bombs), HDF5 files
+for external links and external or virtual datasets (they make the HDF5 library open other
+files). Every refusal is ``ModelRejected``
 (or ``TooLarge`` for the byte size); no other exception leaves :func:`check_model_file`.
 """
 
@@ -26,6 +26,13 @@ from typing import Any, Literal
 
 import h5py
 
+from featureviz.allowlist import (
+    ALLOWED_ACTIVATIONS,
+    ALLOWED_LAYER_CLASSES,
+    ALLOWED_OBJECT_CLASSES,
+    MAX_LAYERS,
+    check_config,
+)
 from featureviz.errors import ModelRejected, TooLarge
 
 __all__ = [
@@ -49,9 +56,7 @@ _HDF5_OFFSETS = (0, 512, 1024, 2048)  # the superblock follows a user block of 2
 _HEAD_BYTES = _HDF5_OFFSETS[-1] + len(_HDF5_MAGIC)
 _MAX_RATIO = 100  # Keras stores members uncompressed; deflate of real weights is ~1:1
 _RATIO_FLOOR = MiB  # small members may compress well (JSON), never refuse those on ratio
-_MAX_DEPTH = 100  # Keras deserializes recursively: bound the nesting
 _KERAS_MEMBERS = {"config.json", "metadata.json", "model.weights.h5", "model.weights.npz"}
-_FORBIDDEN_KEYS = {"function", "function_type", "__lambda__", "__function__"}
 
 
 @dataclass(frozen=True)
@@ -62,73 +67,8 @@ class FileLimits:
     max_members: int = 1000
     max_uncompressed_bytes: int = 2 * GiB
     max_config_bytes: int = 16 * MiB
-    max_layers: int = 2000
+    max_layers: int = MAX_LAYERS
     max_params: int = 500_000_000
-
-
-def _names(*groups: str) -> frozenset[str]:
-    return frozenset(name for group in groups for name in group.split())
-
-
-ALLOWED_LAYER_CLASSES = _names(
-    "Conv1D Conv2D Conv3D Conv1DTranspose Conv2DTranspose Conv3DTranspose",
-    "SeparableConv1D SeparableConv2D DepthwiseConv1D DepthwiseConv2D",
-    "Convolution1D Convolution2D Convolution3D Convolution2DTranspose",
-    "Dense Flatten Reshape Permute RepeatVector Identity ActivityRegularization",
-    "Dropout AlphaDropout SpatialDropout1D SpatialDropout2D SpatialDropout3D",
-    "GaussianNoise GaussianDropout",
-    "MaxPooling1D MaxPooling2D MaxPooling3D AveragePooling1D AveragePooling2D AveragePooling3D",
-    "MaxPool1D MaxPool2D MaxPool3D AvgPool1D AvgPool2D AvgPool3D",
-    "GlobalMaxPooling1D GlobalMaxPooling2D GlobalMaxPooling3D",
-    "GlobalAveragePooling1D GlobalAveragePooling2D GlobalAveragePooling3D",
-    "GlobalMaxPool1D GlobalMaxPool2D GlobalMaxPool3D",
-    "GlobalAvgPool1D GlobalAvgPool2D GlobalAvgPool3D",
-    "BatchNormalization LayerNormalization GroupNormalization UnitNormalization",
-    "Activation ReLU LeakyReLU PReLU ELU Softmax ThresholdedReLU",
-    "Add Concatenate Multiply Average Maximum Minimum Subtract Dot",
-    "ZeroPadding1D ZeroPadding2D ZeroPadding3D Cropping1D Cropping2D Cropping3D",
-    "UpSampling1D UpSampling2D UpSampling3D",
-    "InputLayer Rescaling Normalization Resizing CenterCrop",
-    "RandomFlip RandomRotation RandomZoom RandomTranslation RandomContrast RandomCrop",
-    "Functional Sequential Model",
-)
-"""Built-in layers that compute only from their weights and config: no files, no code."""
-
-ALLOWED_OBJECT_CLASSES = _names(
-    "GlorotUniform GlorotNormal HeUniform HeNormal LecunUniform LecunNormal",
-    "Zeros Ones Constant Identity IdentityInitializer VarianceScaling",
-    "RandomNormal RandomUniform TruncatedNormal Orthogonal OrthogonalInitializer",
-    "L1 L2 L1L2 OrthogonalRegularizer MaxNorm NonNeg UnitNorm MinMaxNorm",
-    "DTypePolicy FloatDTypePolicy Policy",
-    "__tensor__ __numpy__ __keras_tensor__ __tuple__ __list__",
-)
-"""Non-layer objects that built-in layers write into their configs."""
-
-ALLOWED_ACTIVATIONS = _names(
-    "relu relu6 leaky_relu elu selu celu gelu glu silu swish hard_silu hard_swish mish",
-    "softplus softsign softmax log_softmax sigmoid hard_sigmoid log_sigmoid sparse_sigmoid",
-    "tanh hard_tanh tanh_shrink hard_shrink soft_shrink sparse_plus squareplus sparsemax",
-    "threshold exponential linear",
-)
-
-_ALLOWED_MODULES = frozenset(
-    {
-        "keras",
-        "keras.layers",
-        "keras.models",
-        "keras.initializers",
-        "keras.regularizers",
-        "keras.constraints",
-        "keras.activations",
-        "keras.dtype_policies",
-        "keras.src.models.functional",
-        "keras.src.models.sequential",
-        "keras.src.models.model",
-    }
-)
-# A nested sub-model may carry a compile config that Keras deserializes even with
-# ``compile=False`` (only the top-level one is dropped): built-in training objects only.
-_COMPILE_MODULES = frozenset({"keras.optimizers", "keras.losses", "keras.metrics"})
 
 
 def sniff_format(head: bytes) -> Format:
@@ -151,7 +91,7 @@ def check_model_file(path: str, *, limits: FileLimits = FileLimits()) -> Format:
     try:
         fmt = _sniff_path(path, limits)
         config = _check_keras(path, limits) if fmt == "keras" else _check_h5(path, limits)
-        check_config(config, limits=limits)
+        check_config(config, max_layers=limits.max_layers)
         return fmt
     except (ModelRejected, TooLarge):
         raise
@@ -300,95 +240,6 @@ def _check_h5_links(h5: h5py.File, limits: FileLimits) -> None:
             elif isinstance(obj, h5py.Group) and obj.id not in seen:
                 seen.add(obj.id)
                 stack.append(obj)
-
-
-def check_config(config: dict[str, Any], *, limits: FileLimits = FileLimits()) -> None:
-    """Refuse any object in a model config that is not a built-in from the allowlists.
-
-    Walks iteratively (a hostile config may be deep) and counts layer configs. The top-level
-    ``compile_config`` is skipped: Keras drops it when loading with ``compile=False``.
-    """
-    if config.get("class_name") not in ("Sequential", "Functional", "Model"):
-        raise ModelRejected("the config does not describe a Keras model")
-    layers = 0
-    root = {key: value for key, value in config.items() if key != "compile_config"}
-    stack: list[tuple[Any, int, bool]] = [(root, 0, False)]
-    while stack:
-        node, depth, compiling = stack.pop()
-        if depth > _MAX_DEPTH:
-            raise ModelRejected("the model config is nested too deeply")
-        if isinstance(node, list):
-            stack.extend((item, depth + 1, compiling) for item in node)
-            continue
-        if not isinstance(node, dict):
-            continue
-        if "class_name" in node:
-            layers += _check_object(node, compiling)
-            if layers > limits.max_layers:
-                raise ModelRejected(f"the model has more than {limits.max_layers} layers")
-        for key, value in node.items():
-            if key in _FORBIDDEN_KEYS:
-                raise ModelRejected(f"the config key {key!r} is not allowed: it carries code")
-            if key.endswith("activation") and isinstance(value, dict):
-                _check_activation(value)
-            else:
-                stack.append((value, depth + 1, compiling or key == "compile_config"))
-
-
-def _check_object(node: dict[str, Any], compiling: bool) -> int:
-    """Check one ``{"class_name": ...}`` object; return 1 when it is a layer, else 0."""
-    name = node["class_name"]
-    if not isinstance(name, str):
-        raise ModelRejected("the config has a class_name that is not a string")
-    module = node.get("module")
-    registered = node.get("registered_name")
-    if registered is not None and registered != name:
-        raise ModelRejected(
-            f"object {registered!r} is not allowed: models may only use built-in Keras objects"
-        )
-    if compiling and module in _COMPILE_MODULES and name.isidentifier():
-        return 0
-    if module is not None and module not in _ALLOWED_MODULES:
-        raise ModelRejected(
-            f"module {module!r} (class {name!r}) is not allowed: models may only use built-in "
-            "Keras objects"
-        )
-    if name in ALLOWED_LAYER_CLASSES:
-        if name == "Normalization":
-            _check_normalization(node.get("config"))
-        return 1
-    if name in ALLOWED_OBJECT_CLASSES:
-        return 0
-    raise ModelRejected(
-        f"layer class {name!r} is not allowed: models may only use built-in Keras layers"
-    )
-
-
-def _check_activation(node: dict[str, Any]) -> None:
-    module, name = node.get("module"), node.get("class_name")
-    if name == "function":
-        name = node.get("config")
-    if module not in (None, "keras.activations") or name not in ALLOWED_ACTIVATIONS:
-        raise ModelRejected(f"activation {name!r} is not allowed: use a built-in Keras activation")
-
-
-def _check_normalization(config: Any) -> None:
-    """``Normalization`` may hold numbers for mean/variance, never a path to read them from."""
-    if not isinstance(config, dict):
-        return
-    for key in ("mean", "variance"):
-        if not _numeric(config.get(key)):
-            raise ModelRejected(f"Normalization {key} must be numbers")
-
-
-def _numeric(value: Any) -> bool:
-    if value is None or isinstance(value, int | float):
-        return True
-    if isinstance(value, list):
-        return all(_numeric(v) for v in value)
-    if isinstance(value, dict) and value.get("class_name") in ("__numpy__", "__tensor__"):
-        return _numeric((value.get("config") or {}).get("value"))
-    return False
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
