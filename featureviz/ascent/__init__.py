@@ -6,6 +6,7 @@ xplique (one batch for many objectives, a compiled step); see each module.
 
 from __future__ import annotations
 
+from featureviz.ascent.config import AscentConfig, AscentResult
 from featureviz.ascent.objectives import (
     Objective,
     as_objective,
@@ -15,14 +16,7 @@ from featureviz.ascent.objectives import (
     neuron,
     weighted_sum,
 )
-from featureviz.ascent.optimize import (
-    AscentConfig,
-    AscentResult,
-    clear_cache,
-    evaluate_channels,
-    trace_count,
-    visualize,
-)
+from featureviz.ascent.optimize import clear_cache, evaluate_channels, trace_count, visualize
 from featureviz.ascent.param import fft_image, pixel_image, to_valid_rgb
 from featureviz.ascent.regularizers import blur, l2, total_variation
 from featureviz.ascent.transforms import (

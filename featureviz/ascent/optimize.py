@@ -24,9 +24,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from types import MappingProxyType
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -34,6 +32,8 @@ import tensorflow as tf
 
 from featureviz.ascent import regularizers as regs
 from featureviz.ascent import transforms as tfm
+from featureviz.ascent.config import AscentConfig, AscentResult
+from featureviz.ascent.cut import cut_before_relu, cut_model, fixed_size, input_channels
 from featureviz.ascent.objectives import batch_of_channels
 from featureviz.ascent.param import ImageParam, image_param
 from featureviz.errors import Cancelled, InvalidRequest
@@ -53,103 +53,6 @@ _traces = 0
 # tensors for the same reason). On the demo VGG16, w = 1 woke 6 of 8 block1_conv2 channels in
 # 64 steps where w = 0 left 3 at zero; w = 1000 (pre-activation only) reached lower targets.
 _PRE_RELU_WEIGHT = 1.0
-
-
-@dataclass(frozen=True)
-class AscentConfig:
-    """Options of one run; the ones that change the graph are part of the compile cache key.
-
-    Defaults are lucid's ``render_vis`` (Adam, decorrelated FFT image, standard transforms,
-    no regularizers) except the learning rate: lucid's 0.05 assumes 512 steps, and on the
-    demo VGG16 at 256 steps it left block1 channels below what natural photos reach; 0.1
-    brings them above (median ratio 1.03) while deeper layers stay textures, not noise.
-    ``regularizers`` takes ``l2``, ``tv`` and ``blur`` weights; ``clip_grad`` bounds each
-    image's gradient norm and ``normalize_grad`` divides by it (the lectures' variant).
-    """
-
-    steps: int = 256
-    learning_rate: float = 0.1
-    size: int = 128
-    parameterization: Literal["fft", "pixel"] = "fft"
-    decorrelate: bool = True
-    transforms: Literal["standard", "none"] | tuple[str, ...] = "standard"
-    regularizers: Mapping[str, float] = field(
-        default_factory=lambda: MappingProxyType({"l2": 0.0, "tv": 0.0, "blur": 0.0})
-    )
-    seed: int = 0
-    snapshot_every: int = 0
-    optimizer: Literal["adam", "sgd"] = "adam"
-    clip_grad: float | None = None
-    normalize_grad: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= 100_000:
-            raise ValueError(f"steps must be an integer in 1..100000, got {self.steps!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not isinstance(self.size, int) or not 8 <= self.size <= 2048:
-            raise ValueError(f"size must be an integer in 8..2048, got {self.size!r}")
-        if self.parameterization not in ("fft", "pixel"):
-            raise ValueError(
-                f"parameterization must be 'fft' or 'pixel', got {self.parameterization!r}"
-            )
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if self.snapshot_every < 0:
-            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every!r}")
-        if self.clip_grad is not None and not self.clip_grad > 0:
-            raise ValueError(f"clip_grad must be > 0 or None, got {self.clip_grad!r}")
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if not isinstance(self.transforms, str):
-            object.__setattr__(self, "transforms", tuple(self.transforms))
-        tfm.factory(self.transforms, self.size)  # raises ValueError on a bad spec
-        weights = {str(k): float(v) for k, v in dict(self.regularizers).items()}
-        if any(w < 0 for w in weights.values()):
-            raise ValueError(f"regularizer weights must be >= 0, got {weights}")
-        regs.factory(weights)  # raises ValueError on an unknown name
-        object.__setattr__(self, "regularizers", MappingProxyType(weights))
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> AscentConfig:
-        """The config named by a job's parameters; other keys (layer, channels ...) are ignored.
-
-        The API validates a request with it and the worker runs the job with it, so both read
-        the same parameters the same way.
-        """
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in params.items() if key in names})
-
-    def graph_key(self) -> tuple[Any, ...]:
-        """The options baked into a compiled step (the learning rate is an argument)."""
-        return (
-            self.size,
-            self.parameterization,
-            self.decorrelate,
-            self.transforms,
-            tuple(sorted((k, v) for k, v in self.regularizers.items() if v)),
-            self.optimizer,
-            self.clip_grad,
-            self.normalize_grad,
-        )
-
-    def __hash__(self) -> int:
-        return hash(
-            (self.graph_key(), self.steps, self.learning_rate, self.seed, self.snapshot_every)
-        )
-
-
-@dataclass
-class AscentResult:
-    """Everything a job stores: final images, per-step activations, snapshots, names."""
-
-    images: np.ndarray  # (N, H, W, 3) float32 in [0, 1]
-    history: np.ndarray  # (steps, N) target activation of the transformed image per step
-    snapshots: np.ndarray  # (S, N, H, W, 3)
-    snapshot_steps: list[int]
-    channels: list[int]
-    layer: str
-    objective_values: np.ndarray  # (N,) target activation of the final, untransformed image
 
 
 def trace_count() -> int:
@@ -238,8 +141,8 @@ def evaluate_channels(
     resize, preprocessing and reduction), so the two can be compared.
     """
     chosen = _check_channel_list(channels)
-    cut = _cut_model(model, layer)
-    fixed = _fixed_size(model) if cut.inputs[0].shape[1] is not None else None
+    cut = cut_model(model, layer)
+    fixed = fixed_size(model) if cut.inputs[0].shape[1] is not None else None
     rows = []
     for start in range(0, len(images), batch_size):
         x = tf.convert_to_tensor(np.asarray(images[start : start + batch_size], "float32"))
@@ -270,14 +173,14 @@ class _Engine:
     ) -> None:
         self.model_ref = weakref.ref(model)
         self.lock = threading.Lock()
-        cut, pre_relu, out_shape = _cut_before_relu(model, layer)
+        cut, pre_relu, out_shape = cut_before_relu(model, layer)
         if len(out_shape) != 4 or out_shape[-1] is None:
             raise InvalidRequest(
                 f"layer {layer!r} has output shape {out_shape}, no channel axis to visualize"
             )
         self.n_channels = int(out_shape[-1])
         self.layer = layer
-        colours = _input_channels(model)
+        colours = input_channels(model)
         self.channels = tf.Variable(tf.zeros([batch], tf.int32), trainable=False)
         param: ImageParam = image_param(
             config.parameterization,
@@ -289,7 +192,7 @@ class _Engine:
         )
         self.param = param
         transform = tfm.factory(config.transforms, config.size)
-        fixed = _fixed_size(model) if cut.inputs[0].shape[1] is not None else None
+        fixed = fixed_size(model) if cut.inputs[0].shape[1] is not None else None
         to_input = tfm.resize_to(*fixed) if fixed is not None else tfm.identity
         objective = batch_of_channels(layer, self.channels, kind)
         penalty = regs.factory(config.regularizers)
@@ -422,106 +325,6 @@ def clear_cache() -> None:
     """Drop every compiled step (their variables and cut models go with them)."""
     with _engines_lock:
         _engines.clear()
-
-
-def _cut_model(model: keras.Model, layer: str) -> keras.Model:
-    """The model up to ``layer``, taking any image size when the layers before it allow.
-
-    A trained VGG16 saved at 224x224 is fully convolutional up to its conv base, so a 128 px
-    ascent runs at 128 px (about 2.7x fewer operations) instead of being resized to 224.
-    """
-    from featureviz.models import feature_model
-
-    try:
-        return feature_model(model, [layer], any_size=True)
-    except InvalidRequest:
-        return feature_model(model, [layer])
-
-
-def _cut_before_relu(
-    model: keras.Model, layer: str
-) -> tuple[keras.Model, Callable[[Any], Any] | None, tuple[int | None, ...]]:
-    """Cut at the target layer, or just before its ReLU when it ends in one.
-
-    A channel that is zero everywhere on the grey starting image has zero gradient through
-    ReLU and never wakes up. lucid avoids this by optimizing ``*_pre_relu`` tensors (and by
-    redirecting ReLU gradients); here the cut model stops at the target layer's input and
-    ``pre_relu(x)`` redoes its convolution without the activation (or, for a ReLU layer, is
-    the identity), so the loop can report ``relu(pre)`` and still follow the pre-activation.
-    Returns ``(model, pre_relu or None, the target layer's output shape)``.
-    """
-    import keras
-
-    cut = _cut_model(model, layer)
-    shape = tuple(cut.outputs[0].shape)
-    history = getattr(cut.outputs[0], "_keras_history", None)
-    if history is None or len(shape) != 4:
-        return cut, None, shape
-    op, node_index, _ = history
-    node = op._inbound_nodes[node_index]  # noqa: SLF001 - Keras keeps no public accessor
-    if len(node.input_tensors) != 1:
-        return cut, None, shape
-    source = node.input_tensors[0]
-    relu = keras.activations.relu
-    if _is_plain_relu_layer(op):
-
-        def identity_pre(x: Any) -> Any:
-            return x
-
-        pre_relu = identity_pre
-    elif (
-        type(op) is keras.layers.Conv2D
-        and op.activation is relu
-        and op.data_format == "channels_last"
-    ):
-
-        def conv_without_relu(x: Any) -> Any:
-            y = op.convolution_op(x, op.kernel)
-            return y + op.bias if op.use_bias else y
-
-        pre_relu = conv_without_relu
-    else:
-        return cut, None, shape
-    before = keras.Model(cut.inputs[0], source, name=f"{cut.name}_pre_relu")
-    return before, pre_relu, shape
-
-
-def _is_plain_relu_layer(op: Any) -> bool:
-    import keras
-
-    if isinstance(op, keras.layers.ReLU):
-        config = op.get_config()
-        return (
-            config.get("max_value") is None
-            and not config.get("negative_slope")
-            and not config.get("threshold")
-        )
-    if isinstance(op, keras.layers.Activation):
-        return op.activation is keras.activations.relu
-    return False
-
-
-def _fixed_size(model: keras.Model) -> tuple[int, int] | None:
-    """The model's fixed (height, width), or None when it accepts any size."""
-    from featureviz.models import input_spec
-
-    h, w, _ = input_spec(model)
-    if h is None and w is None:
-        return None
-    if h is None or w is None:
-        raise InvalidRequest("models with only one fixed spatial dimension are not supported")
-    return h, w
-
-
-def _input_channels(model: keras.Model) -> int:
-    from featureviz.models import input_spec
-
-    if len(model.inputs) != 1:
-        raise InvalidRequest(f"the model has {len(model.inputs)} inputs; one image input needed")
-    _, _, channels = input_spec(model)
-    if channels not in (1, 3):
-        raise InvalidRequest(f"the model's input has {channels} channels; 1 or 3 supported")
-    return channels
 
 
 def _preprocessed(images: Any, mode: str) -> Any:
