@@ -47,7 +47,7 @@ class ActivationFunction:
         def run(batch: Any) -> list[Any]:
             self.traces += 1  # Python side effect: counts traces, not calls
             outs = cut(preprocess(batch, preprocess_mode), training=False)
-            return outs if isinstance(outs, list | tuple) else [outs]
+            return list(outs) if isinstance(outs, list | tuple) else [outs]
 
         self._run = run
         self._lock = threading.Lock()

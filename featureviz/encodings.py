@@ -69,7 +69,7 @@ def datatype(dtype: np.dtype) -> str:
 
 def _raw(array: np.ndarray) -> memoryview:
     """The array's bytes as a flat view (a copy only when it is not C-contiguous)."""
-    return memoryview(np.ascontiguousarray(array).reshape(-1)).cast("B")
+    return np.ascontiguousarray(array).reshape(-1).data.cast("B")
 
 
 _DOS_DATE = (1 << 5) | 1  # 1980-01-01, as np.savez writes

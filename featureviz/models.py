@@ -139,7 +139,7 @@ def _trace(
 def describe(model: keras.Model) -> dict[str, Any]:
     """The layer table, like ``model.summary()``, with nested layers listed by path."""
     traced = _trace(model)
-    layers = []
+    layers: list[dict[str, Any]] = []
     for path, (layer, out) in traced.items():
         if layer is None:
             continue

@@ -47,7 +47,9 @@ def _lut(name: str) -> np.ndarray:
     return lut
 
 
-def _stretch(maps: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _stretch(
+    maps: np.ndarray, lo: np.ndarray | np.float64, hi: np.ndarray | np.float64
+) -> np.ndarray:
     """Map ``lo..hi`` to 0..1 and constant spans to 0, so a dead channel stays flat."""
     span = hi - lo
     scale = np.maximum(1.0, np.maximum(np.abs(hi), np.abs(lo)))

@@ -40,7 +40,12 @@ _CHILD_ENV = {
     "OMP_NUM_THREADS": "2",
 }
 _MAX_MESSAGE_BYTES = 64 << 20
-_MEMORY_HINTS = ("memoryerror", "cannot allocate memory", "bad_alloc", "out of memory")
+_MEMORY_HINTS: tuple[str, ...] = (
+    "memoryerror",
+    "cannot allocate memory",
+    "bad_alloc",
+    "out of memory",
+)
 _MEMORY_HINTS += ("failed to map segment", "resource exhausted", "resourceexhausted")
 
 

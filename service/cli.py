@@ -200,7 +200,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    import numpy as np
+    from featureviz.encodings import to_npz
 
     with _client(args) as client:
         record = _model(client, args.model)
@@ -208,7 +208,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
             record, [Path(p) for p in args.images], layers=args.layers, channels=args.channels
         )
     with open(args.output, "wb") as fh:
-        np.savez(fh, **arrays)
+        fh.write(to_npz(arrays))
     summary = {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()}
     lines = [f"wrote {args.output}"] + [
         f"  {name}  {_shape(a.shape)}  {a.dtype}" for name, a in arrays.items()

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -143,7 +143,7 @@ class ModelStore:
         return record
 
     def list(self, owner: str) -> list[dict[str, Any]]:
-        ids = self.redis.zrange(f"fv:models:{owner}", 0, -1)
+        ids = cast(list[bytes], self.redis.zrange(f"fv:models:{owner}", 0, -1))
         raws = self.redis.mget([f"fv:model:{i.decode()}" for i in ids]) if ids else []
         return [json.loads(r) for r in raws if r]
 

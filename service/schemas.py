@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -51,7 +51,14 @@ class Problem(BaseModel):
     errors: list[dict[str, str]] | None = None
 
 
-PROBLEM_RESPONSES: dict[int | str, dict] = {
+Responses = dict[int | str, dict[str, Any]]
+
+PROBLEM_RESPONSES: Responses = {
     code: {"model": Problem, "content": {"application/problem+json": {}}}
     for code in (400, 401, 404, 413, 422, 503)
 }
+
+
+def answers(ok: Responses, problems: Responses = PROBLEM_RESPONSES) -> Responses:
+    """A route's documented answers: its own first, then the problems it may answer."""
+    return ok | problems

@@ -60,6 +60,9 @@ def _json_logs(**_: object) -> None:
     json_logging(get_settings().log_level)
 
 
+app: Celery  # declared only: ``__getattr__`` builds it on first use
+
+
 def __getattr__(name: str) -> Celery:
     """``celery -A workers.celery_app`` finds ``app`` here, built on first use from settings."""
     if name in ("app", "celery"):

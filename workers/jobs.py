@@ -20,10 +20,11 @@ Redis keys::
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -120,12 +121,12 @@ class JobStore:
         return self.update(job_id, status=status, error=error, finished_at=time.time())
 
     def list(self, owner: str, *, limit: int = 100) -> list[dict[str, Any]]:
-        ids = self.redis.zrevrange(f"fv:jobs:{owner}", 0, limit - 1)
+        ids = cast(builtins.list[bytes], self.redis.zrevrange(f"fv:jobs:{owner}", 0, limit - 1))
         raws = self.redis.mget([f"fv:job:{i.decode()}" for i in ids]) if ids else []
         return [json.loads(r) for r in raws if r]
 
-    def active_ids(self) -> list[str]:
-        return [i.decode() for i in self.redis.smembers("fv:jobs:active")]
+    def active_ids(self) -> builtins.list[str]:
+        return [i.decode() for i in cast(set[bytes], self.redis.smembers("fv:jobs:active"))]
 
     def count_queued(self, owner: str) -> int:
         ids = self.active_ids()
@@ -169,7 +170,7 @@ class JobStore:
         pipe.execute()
 
     def result(self, result_key: str, name: str) -> bytes | None:
-        return self.redis.get(f"fv:result:{result_key}:{name}")
+        return cast(bytes | None, self.redis.get(f"fv:result:{result_key}:{name}"))
 
     def results_exist(self, result_key: str) -> bool:
         return bool(self.redis.exists(f"fv:resultcache:{result_key}"))

@@ -37,7 +37,7 @@ def _store() -> JobStore:
     global _client
     settings = get_settings()
     if _client is None:
-        _client = redis.Redis.from_url(settings.redis_url, socket_timeout=10)
+        _client = redis.Redis.from_url(settings.redis_url or "", socket_timeout=10)
     return JobStore(_client, result_ttl=settings.job_result_ttl)
 
 

@@ -25,7 +25,7 @@ from service.api.deps import OwnerDep, RuntimeDep
 from service.api.routes.models import get_record
 from service.problems import Problem, not_found
 from service.runtime import Runtime
-from service.schemas import PROBLEM_RESPONSES
+from service.schemas import PROBLEM_RESPONSES, answers
 from workers.callbacks import CallbackRefused, check_callback_url
 from workers.jobs import TERMINAL, ended_channel
 
@@ -328,7 +328,7 @@ RESULT_RESPONSES = PROBLEM_RESPONSES | {
     "/{job_id}/result.png",
     operation_id="jobs-result-png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}} | RESULT_RESPONSES,
+    responses=answers({200: {"content": {"image/png": {}}}}, RESULT_RESPONSES),
 )
 async def result_png(
     runtime: RuntimeDep,
@@ -352,7 +352,7 @@ async def result_png(
     "/{job_id}/channels/{channel}.png",
     operation_id="jobs-channel-png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}} | RESULT_RESPONSES,
+    responses=answers({200: {"content": {"image/png": {}}}}, RESULT_RESPONSES),
 )
 def channel_png(runtime: RuntimeDep, owner: OwnerDep, job_id: str, channel: int) -> Response:
     """One channel's image."""
@@ -366,7 +366,7 @@ def channel_png(runtime: RuntimeDep, owner: OwnerDep, job_id: str, channel: int)
     "/{job_id}/result.npz",
     operation_id="jobs-result-npz",
     response_class=Response,
-    responses={200: {"content": {"application/x-npz": {}}}} | RESULT_RESPONSES,
+    responses=answers({200: {"content": {"application/x-npz": {}}}}, RESULT_RESPONSES),
 )
 def result_npz(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> Response:
     """Images, activation history, snapshots and the manifest (``allow_pickle=False``)."""
@@ -379,7 +379,7 @@ def result_npz(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> Response:
     "/{job_id}/frames.gif",
     operation_id="jobs-frames-gif",
     response_class=Response,
-    responses={200: {"content": {"image/gif": {}}}} | RESULT_RESPONSES,
+    responses=answers({200: {"content": {"image/gif": {}}}}, RESULT_RESPONSES),
 )
 def frames_gif(runtime: RuntimeDep, owner: OwnerDep, job_id: str) -> Response:
     """The optimization as an animation of its snapshots (``snapshot_every`` sets how many)."""

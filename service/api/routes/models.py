@@ -17,7 +17,7 @@ from featureviz.safety import sniff_format
 from service.api.deps import OwnerDep, RuntimeDep
 from service.problems import not_found
 from service.runtime import Runtime
-from service.schemas import PROBLEM_RESPONSES, ModelList, ModelPublic, ModelSummary
+from service.schemas import PROBLEM_RESPONSES, ModelList, ModelPublic, ModelSummary, answers
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -58,8 +58,7 @@ def inspect(runtime: Runtime, path: Path) -> dict[str, Any]:
     operation_id="models-upload",
     response_model=ModelPublic,
     status_code=201,
-    responses={200: {"model": ModelPublic, "description": "These bytes are known"}}
-    | PROBLEM_RESPONSES,
+    responses=answers({200: {"model": ModelPublic, "description": "These bytes are known"}}),
 )
 def upload_model(
     runtime: RuntimeDep,

@@ -22,7 +22,7 @@ from service.api.deps import OwnerDep, RuntimeDep
 from service.api.routes.models import get_record
 from service.responses import ChunksResponse
 from service.runtime import Runtime
-from service.schemas import PROBLEM_RESPONSES
+from service.schemas import PROBLEM_RESPONSES, answers
 from service.timing import Phases
 
 router = APIRouter(prefix="/v1/models/{model_id}", tags=["views"])
@@ -86,13 +86,14 @@ def choose_format(request: Request, fmt: Format | None) -> Format:
 @router.post(
     "/activations",
     operation_id="views-activations",
-    responses={
-        200: {
-            "description": "Activations by layer path, float32 NHWC",
-            "content": {NPZ: {}, "application/json": {}, OIP_BINARY: {}},
+    responses=answers(
+        {
+            200: {
+                "description": "Activations by layer path, float32 NHWC",
+                "content": {NPZ: {}, "application/json": {}, OIP_BINARY: {}},
+            }
         }
-    }
-    | PROBLEM_RESPONSES,
+    ),
 )
 def activations(
     request: Request,
@@ -208,7 +209,8 @@ def feature_maps(
         rgb = render.channel_across_layers(first, channel, cols=cols, input_image=shown, **style)
     else:
         maps = first[paths[0]]
-        check_pixels(runtime, len(chosen or range(maps.shape[-1])) + 1, *maps.shape[:2], scale)
+        height, width = maps.shape[:2]
+        check_pixels(runtime, len(chosen or range(maps.shape[-1])) + 1, height, width, scale)
         rgb = render.channel_grid(maps, chosen, cols=cols or 8, input_image=shown, **style)
     return Response(render.to_png(rgb), media_type="image/png")
 
