@@ -22,7 +22,8 @@ from typing import Any
 
 from PIL import Image
 
-from featureviz.client import Client, FeatureVizHTTPError, ImageLike, Job, ModelRef, _png
+from featureviz.client import Client, FeatureVizHTTPError, ImageLike, Job, ModelRef
+from featureviz.client.parts import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -233,4 +234,4 @@ def _input_png(image: ImageLike) -> bytes:
         with Image.open(io.BytesIO(image)) as opened:
             opened.thumbnail((512, 512))
             return _png_of(opened.convert("RGB"))
-    return _png(image)
+    return png_bytes(image)
