@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         default=False, description="Allow callback_url on private or loopback addresses."
     )
     log_level: str = Field(default="INFO", description="Log level.")
+    docs: bool = Field(
+        default=True,
+        description="Serve /docs, /redoc and /openapi.json; they need no key even with "
+        "API_KEYS set, so false hides them.",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

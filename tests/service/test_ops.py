@@ -26,6 +26,7 @@ def keyed(redis_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "REDIS_URL": redis_server.url.replace("/0", "/2"),
         "API_KEYS": f"{KEY_A},{KEY_B}",
         "FEATUREVIZ_MAX_QUEUED_PER_KEY": "2",
+        "FEATUREVIZ_DOCS": "false",
     }
     service = Service(env, tmp_path_factory.mktemp("keyed")).start()
     yield service
@@ -44,6 +45,17 @@ def test_keys_required_except_probes(keyed: Service):
         wrong = anon.get("/v1/models", headers={"Authorization": "Bearer " + KEY_A[:-1] + "x"})
         assert wrong.status_code == 401
     with keyed.client(**{"X-API-Key": KEY_A}) as a:
+        assert a.get("/v1/models").status_code == 200
+
+
+def test_docs_are_public_by_default_and_can_be_hidden(api: Service, keyed: Service):
+    with api.client() as anon:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert anon.get(path).status_code == 200, path
+    with keyed.client() as anon, keyed.client(**{"X-API-Key": KEY_A}) as a:
+        for path in ("/docs", "/redoc", "/openapi.json"):
+            assert anon.get(path).status_code == 404, path
+            assert a.get(path).status_code == 404, path
         assert a.get("/v1/models").status_code == 200
 
 
