@@ -101,23 +101,7 @@ def running_api(
     log = tmp / "api.log"
     try:
         redis_server.start()
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        full_env = {
-            **os.environ,
-            "REDIS_URL": redis_server.url,
-            "FEATUREVIZ_DATA_DIR": str(tmp / "data"),
-            "FEATUREVIZ_LOG_LEVEL": "WARNING",
-            **(env or {}),
-        }
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                env=full_env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=str(ROOT),
-            )
+        url, proc = spawn_api(redis_server.url, tmp / "data", log, env)
         wait_healthy(url, proc, log, startup_timeout)
         client = httpx.Client(base_url=url, timeout=600)
         yield Api(url=url, data_dir=tmp, log=log, client=client)
@@ -128,6 +112,32 @@ def running_api(
         redis_server.stop()
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def spawn_api(
+    redis_url: str, data_dir: Path, log: Path, env: Mapping[str, str] | None = None
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """Start ``featureviz serve`` on a free port (not waiting for it); its output goes to ``log``.
+
+    Several may share one Redis and one ``data_dir``, as replicas of the API would.
+    """
+    port = free_port()
+    full_env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "FEATUREVIZ_DATA_DIR": str(data_dir),
+        "FEATUREVIZ_LOG_LEVEL": "WARNING",
+        **(env or {}),
+    }
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
+    return f"http://127.0.0.1:{port}", proc
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:

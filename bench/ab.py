@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
+import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from _common import ROOT, Samples, interleaved, multipart, print_table, wait_healthy
+from _common import Samples, interleaved, multipart, print_table, spawn_api, wait_healthy
 
-from service.embedded import RedisServer, free_port, stop_process
+from service.embedded import RedisServer, stop_process
 
 
 def overrides(pairs: list[str]) -> dict[str, str]:
@@ -54,37 +55,24 @@ def main(argv: list[str] | None = None) -> int:
     redis_server = RedisServer(tmp / "redis", persist=False).start()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        ports = {}
+        urls = {}
         for name, extra in envs.items():
-            ports[name] = free_port()
-            env = {
-                **os.environ,
-                "REDIS_URL": redis_server.url,
-                "FEATUREVIZ_DATA_DIR": str(tmp / "data"),
-                "FEATUREVIZ_LOG_LEVEL": "WARNING",
-                **extra,
-            }
-            procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "service.cli", "serve", "--port", str(ports[name])],
-                env=env,
-                cwd=str(ROOT),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        for name, port in ports.items():
-            wait_healthy(f"http://127.0.0.1:{port}", procs[name], tmp / "none", 180)
+            log = tmp / f"api-{name}.log"
+            urls[name], procs[name] = spawn_api(redis_server.url, tmp / "data", log, extra)
+        for name, url in urls.items():
+            wait_healthy(url, procs[name], tmp / f"api-{name}.log", 180)
         import httpx
 
         with model_path.open("rb") as fh:
             record = httpx.post(
-                f"http://127.0.0.1:{ports['A']}/v1/models",
+                f"{urls['A']}/v1/models",
                 files={"file": (model_path.name, fh)},
                 data={"preprocess": "rescale"},
                 timeout=600,
             ).json()
         body, content_type = multipart([("image", "photo.png", png)], {})
         path = f"/v1/models/{record['id']}/activations"
-        conns = {n: http.client.HTTPConnection("127.0.0.1", p) for n, p in ports.items()}
+        conns = {n: http.client.HTTPConnection(urlsplit(u).netloc) for n, u in urls.items()}
 
         def post(name: str) -> Any:
             conns[name].request("POST", path, body=body, headers={"Content-Type": content_type})
@@ -113,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         for proc in procs.values():
             stop_process(proc)
         redis_server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
